@@ -1,0 +1,1 @@
+"""The ``dd`` / ``datadream`` command line: parses, calls ddcore, renders with rich."""

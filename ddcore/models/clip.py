@@ -1,0 +1,603 @@
+"""Loading open_clip CLIP models, an attention layer peft can target, zero-shot head weights.
+
+Spec grammar for :func:`load_clip`:
+
+* ``tiny`` -- the tiny random ``dd-tiny-clip`` (tests, smoke runs);
+* ``local-dir:PATH`` -- a folder with ``open_clip_config.json`` and weights (the layout of an
+  open_clip hub repo, e.g. what ``hf download timm/vit_base_patch16_clip_224.openai`` gives);
+* ``hf-hub:ORG/REPO`` -- an open_clip repo on the Hugging Face hub (or its local cache);
+* ``NAME:TAG`` -- an open_clip built-in architecture with one of its pretrained tags;
+* ``NAME:/path/to/weights.(pt|pth|bin|safetensors)`` -- a built-in architecture, weights from a file;
+* ``NAME:random`` -- a built-in architecture, random init;
+* ``NAME`` -- ``NAME:openai`` if open_clip lists that tag for NAME, else its first listed tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ModelNotFoundError
+from .paths import hub_cache_dir, hub_offline, hub_offline_mode
+from .tiny import random_init_expected
+
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+RANDOM_TAG = "random"
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+_CONVERTED = (FileNotFoundError, RuntimeError, ValueError, OSError)
+
+
+@dataclass
+class LoadedClip:
+    """An open_clip model ready for use, with what is needed to feed it."""
+
+    model: nn.Module  # open_clip CLIP, in eval mode
+    tokenizer: Callable  # open_clip tokenizer: list[str] -> LongTensor [N, context_length]
+    image_size: int
+    mean: tuple
+    std: tuple
+    spec: str  # the resolved spec (bare NAME -> NAME:TAG, local paths absolute)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clean_tag(tag: str) -> str:
+    # open_clip normalises tags the same way (pretrained._clean_tag)
+    return tag.lower().replace("-", "_")
+
+
+def _offline_note() -> str:
+    return "offline: HF_HUB_OFFLINE=1" if hub_offline() else "not cached and the hub could not be reached"
+
+
+def _close_names(name: str, names: Sequence[str], n: int = 8) -> list[str]:
+    lowered = {m.lower(): m for m in names}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[h] for h in hits]
+
+
+def _find_checkpoint(folder: Path) -> Path | None:
+    # The same files open_clip's factory._find_checkpoint_in_dir looks for.
+    for pattern in ("*.safetensors", "*.bin", "*.pth"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _hub_repo(hf_hub: str) -> str:
+    """'timm/vit_base_patch16_clip_224.openai/' or 'org/repo/file.bin' -> 'org/repo'."""
+    return "/".join(hf_hub.strip("/").split("/")[:2])
+
+
+def _is_weights_path(tag: str) -> bool:
+    return tag.lower().endswith(_WEIGHT_SUFFIXES) or "/" in tag or os.sep in tag or tag.startswith("~")
+
+
+def _default_tag(name: str) -> str | None:
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if not tags:
+        return None
+    return "openai" if "openai" in tags else tags[0]
+
+
+def _check_name(name: str) -> None:
+    import open_clip
+
+    names = open_clip.list_models()
+    if name in names:
+        return
+    close = _close_names(name, names)
+    hint = f"close names: {', '.join(close)}; " if close else ""
+    raise ModelNotFoundError(
+        f"unknown open_clip model name '{name}': {hint}open_clip.list_models() has the rest "
+        f"(or use local-dir:DIR / hf-hub:ORG/REPO)"
+    )
+
+
+def _create_kwargs(name: str, tag: str | None) -> dict[str, Any]:
+    """The ``open_clip.create_model`` keyword arguments for built-in ``name`` with ``tag``.
+
+    ``tag`` is a pretrained tag, a weights file path, ``"random"`` or None (random).
+    """
+    import open_clip
+
+    kwargs: dict[str, Any] = {
+        "pretrained": None,
+        # Never fetch separate tower weights (timm / HF text towers): either the full CLIP
+        # checkpoint is loaded or the model is intentionally random.
+        "pretrained_image": False,
+        "pretrained_text": False,
+    }
+    if tag is None or tag == RANDOM_TAG:
+        return kwargs
+    if _is_weights_path(tag):
+        kwargs["pretrained"] = str(Path(tag).expanduser().resolve())
+        kwargs["require_pretrained"] = True
+        return kwargs
+    kwargs["pretrained"] = tag
+    kwargs["require_pretrained"] = True
+    model_cfg = open_clip.get_model_config(name) or {}
+    tag_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    # OpenAI's CLIP weights (and some others, flagged quick_gelu in open_clip's table) were
+    # trained with QuickGELU. open_clip's plain names (ViT-B-16) build nn.GELU and only warn on the
+    # mismatch; the model then runs, but its features are silently wrong. Force QuickGELU.
+    wants_quick = _clean_tag(tag) == "openai" or bool(tag_cfg.get("quick_gelu", False))
+    if wants_quick and not model_cfg.get("quick_gelu", False):
+        kwargs["force_quick_gelu"] = True
+    return kwargs
+
+
+def uses_quick_gelu(model: nn.Module) -> bool:
+    """True when the model's MLPs use open_clip's QuickGELU activation."""
+    from open_clip.model import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in model.modules())
+
+
+def _preprocess(model: nn.Module) -> tuple[int, tuple, tuple]:
+    from open_clip.model import get_model_preprocess_cfg
+
+    cfg = get_model_preprocess_cfg(model)
+    size = cfg.get("size", getattr(getattr(model, "visual", model), "image_size", 224))
+    if isinstance(size, (tuple, list)):
+        size = size[0]
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = tuple(float(x) for x in cfg.get("mean", OPENAI_DATASET_MEAN))
+    std = tuple(float(x) for x in cfg.get("std", OPENAI_DATASET_STD))
+    return int(size), mean, std
+
+
+# --------------------------------------------------------------------------- load_clip
+
+
+def _load_local_dir(spec: str, device: str) -> tuple[nn.Module, Callable, str]:
+    import open_clip
+
+    raw = spec[len(LOCAL_DIR) :]
+    folder = Path(raw).expanduser().resolve()
+    resolved = LOCAL_DIR + str(folder)
+    if not raw or not folder.is_dir():
+        raise ModelNotFoundError(
+            f"cannot load CLIP model '{spec}': folder '{folder}' does not exist; pass "
+            f"--classifier-model local-dir:DIR with a folder holding open_clip_config.json and the weights"
+        )
+    if not (folder / "open_clip_config.json").is_file():
+        raise ModelNotFoundError(
+            f"cannot load CLIP model '{spec}': '{folder}' has no open_clip_config.json (not an open_clip "
+            f"model folder); download an open_clip hub repo (`hf download ORG/REPO --local-dir DIR`) or "
+            f"pass NAME:/path/to/open_clip_pytorch_model.bin"
+        )
+    if _find_checkpoint(folder) is None:
+        # open_clip would only log a warning and return a random model.
+        raise ModelNotFoundError(
+            f"cannot load CLIP model '{spec}': '{folder}' has open_clip_config.json but no weights "
+            f"(*.safetensors, *.bin, *.pth); put open_clip_model.safetensors or "
+            f"open_clip_pytorch_model.bin there"
+        )
+    try:
+        model = open_clip.create_model(
+            resolved, device=device, pretrained_image=False, pretrained_text=False, require_pretrained=True
+        )
+        tokenizer = open_clip.get_tokenizer(resolved)
+    except ModelNotFoundError:
+        raise
+    except _CONVERTED as exc:
+        raise ModelNotFoundError(f"cannot load CLIP model from '{folder}': {_one_line(exc)}") from exc
+    return model, tokenizer, resolved
+
+
+def _load_hf_hub(spec: str, device: str) -> tuple[nn.Module, Callable, str]:
+    import open_clip
+
+    repo = spec[len(HF_HUB) :].strip("/")
+    advice = (
+        f"download it where there is internet (`hf download {repo} --local-dir DIR`), then pass "
+        f"--classifier-model local-dir:DIR"
+    )
+    if not repo:
+        raise ModelNotFoundError(f"cannot load CLIP model '{spec}': no repo after 'hf-hub:' (use hf-hub:ORG/REPO)")
+    try:
+        with hub_offline_mode():
+            model = open_clip.create_model(
+                HF_HUB + repo,
+                device=device,
+                cache_dir=hub_cache_dir(),
+                pretrained_image=False,
+                pretrained_text=False,
+                require_pretrained=True,
+            )
+            tokenizer = open_clip.get_tokenizer(HF_HUB + repo, cache_dir=hub_cache_dir())
+    except _CONVERTED as exc:
+        why = _offline_note() if hub_offline() else f"{_offline_note()}: {_one_line(exc, 120)}"
+        raise ModelNotFoundError(
+            f"cannot load CLIP model '{spec}': hub repo '{repo}' is not available ({why}); {advice}"
+        ) from exc
+    return model, tokenizer, HF_HUB + repo
+
+
+def _load_builtin(spec: str, device: str) -> tuple[nn.Module, Callable, str]:
+    import open_clip
+
+    name, sep, tag = spec.partition(":")
+    name = name.strip()
+    _check_name(name)
+    if not sep:
+        default = _default_tag(name)
+        if default is None:
+            raise ModelNotFoundError(
+                f"cannot load CLIP model '{name}': open_clip lists no pretrained weights for it; pass "
+                f"{name}:random, {name}:/path/to/weights.bin or local-dir:DIR"
+            )
+        tag = default
+    tag = tag.strip()
+    if not tag:
+        raise ModelNotFoundError(f"cannot load CLIP model '{spec}': empty tag after ':' (use {name}:TAG or {name})")
+
+    if tag == RANDOM_TAG:
+        resolved = f"{name}:{RANDOM_TAG}"
+    elif _is_weights_path(tag):
+        path = Path(tag).expanduser().resolve()
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"cannot load CLIP model '{spec}': weights file '{path}' does not exist; pass "
+                f"{name}:/path/to/open_clip_pytorch_model.bin or local-dir:DIR"
+            )
+        resolved = f"{name}:{path}"
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if _clean_tag(tag) not in tags:
+            listed = ", ".join(tags) if tags else "none"
+            raise ModelNotFoundError(
+                f"unknown pretrained tag '{tag}' for open_clip model '{name}': its tags are {listed} "
+                f"(or use {name}:random / {name}:/path/to/weights.bin)"
+            )
+        tag = _clean_tag(tag)
+        resolved = f"{name}:{tag}"
+
+    kwargs = _create_kwargs(name, tag)
+    try:
+        quiet = random_init_expected() if tag == RANDOM_TAG else contextlib.nullcontext()
+        with hub_offline_mode(), quiet:
+            model = open_clip.create_model(name, device=device, cache_dir=hub_cache_dir(), **kwargs)
+    except _CONVERTED as exc:
+        if tag == RANDOM_TAG or _is_weights_path(tag):
+            raise ModelNotFoundError(f"cannot load CLIP model '{resolved}': {_one_line(exc)}") from exc
+        cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+        if cfg.get("hf_hub"):
+            source = f"open_clip fetches them from hub repo '{_hub_repo(cfg['hf_hub'])}'"
+        elif cfg.get("url"):
+            source = f"open_clip fetches them from {cfg['url']}"
+        else:
+            source = "open_clip has no download source for them"
+        raise ModelNotFoundError(
+            f"cannot load CLIP weights '{resolved}' ({_offline_note()}): {source}; download it where there "
+            f"is internet, then pass --classifier-model local-dir:DIR or {name}:/path/to/open_clip_pytorch_model.bin"
+        ) from exc
+    try:
+        tokenizer = open_clip.get_tokenizer(name)
+    except _CONVERTED as exc:
+        raise ModelNotFoundError(f"cannot load the tokenizer of CLIP model '{name}': {_one_line(exc)}") from exc
+    return model, tokenizer, resolved
+
+
+def load_clip(spec: str, *, device: str = "cpu") -> LoadedClip:
+    """Load an open_clip CLIP model from ``spec`` (see the module docstring for the grammar).
+
+    Raises :class:`ModelNotFoundError` (one line) when the model or its weights cannot be found;
+    a model silently left random by open_clip counts as not found (only ``tiny`` and
+    ``NAME:random`` are random on purpose).
+    """
+    import open_clip
+
+    spec = spec.strip()
+    if spec == "tiny":
+        from .tiny import TINY_CLIP_NAME, tiny_clip
+
+        model = tiny_clip().to(device)
+        tokenizer = open_clip.get_tokenizer(TINY_CLIP_NAME)
+        resolved = "tiny"
+    elif spec.startswith(LOCAL_DIR):
+        model, tokenizer, resolved = _load_local_dir(spec, device)
+    elif spec.startswith(HF_HUB):
+        model, tokenizer, resolved = _load_hf_hub(spec, device)
+    else:
+        model, tokenizer, resolved = _load_builtin(spec, device)
+    model.eval()
+    size, mean, std = _preprocess(model)
+    return LoadedClip(model=model, tokenizer=tokenizer, image_size=size, mean=mean, std=std, spec=resolved)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+class PlainMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` with separate ``q_proj``/``k_proj``/``v_proj``/``out_proj`` Linears.
+
+    A drop-in for the attention of open_clip's ``ResidualAttentionBlock`` (called as
+    ``attn(q, k, v, need_weights=False, attn_mask=mask)[0]``) so that peft LoRA can target the
+    query and value projections individually. Same masks as ``nn.MultiheadAttention``: a float
+    ``attn_mask`` is added to the scores, a bool one marks positions NOT allowed to attend;
+    ``attn_mask`` is ``[L, S]`` or ``[N * num_heads, L, S]``; ``key_padding_mask`` is ``[N, S]``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+
+    # ---- conversion
+
+    @classmethod
+    def from_mha(cls, mha: nn.MultiheadAttention) -> "PlainMultiheadAttention":
+        """A copy of ``mha`` with its weights split exactly (same device, dtype, train mode)."""
+        if mha.bias_k is not None or mha.bias_v is not None or mha.add_zero_attn:
+            raise ValueError("PlainMultiheadAttention does not support add_bias_kv or add_zero_attn")
+        ref = mha.out_proj.weight
+        plain = cls(
+            mha.embed_dim,
+            mha.num_heads,
+            dropout=mha.dropout,
+            bias=mha.in_proj_bias is not None,
+            kdim=mha.kdim,
+            vdim=mha.vdim,
+            batch_first=mha.batch_first,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        e = mha.embed_dim
+        with torch.no_grad():
+            if mha._qkv_same_embed_dim:
+                q, k, v = mha.in_proj_weight.split(e, dim=0)
+            else:
+                q, k, v = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+            plain.q_proj.weight.copy_(q)
+            plain.k_proj.weight.copy_(k)
+            plain.v_proj.weight.copy_(v)
+            if mha.in_proj_bias is not None:
+                qb, kb, vb = mha.in_proj_bias.split(e, dim=0)
+                plain.q_proj.bias.copy_(qb)
+                plain.k_proj.bias.copy_(kb)
+                plain.v_proj.bias.copy_(vb)
+            plain.out_proj.weight.copy_(mha.out_proj.weight)
+            if mha.out_proj.bias is not None:
+                plain.out_proj.bias.copy_(mha.out_proj.bias)
+        plain.requires_grad_(any(p.requires_grad for p in mha.parameters()))
+        plain.train(mha.training)
+        return plain
+
+    def to_mha(self) -> nn.MultiheadAttention:
+        """Fold back into an ``nn.MultiheadAttention`` (exact weights, same batch_first)."""
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            if type(proj) is not nn.Linear:
+                raise ValueError(
+                    "cannot fold attention back: a projection is wrapped (e.g. by a LoRA adapter); "
+                    "merge the adapter first (peft merge_and_unload)"
+                )
+        ref = self.q_proj.weight
+        bias = self.q_proj.bias is not None
+        mha = nn.MultiheadAttention(
+            self.embed_dim,
+            self.num_heads,
+            dropout=self.dropout,
+            bias=bias,
+            kdim=self.kdim,
+            vdim=self.vdim,
+            batch_first=self.batch_first,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        with torch.no_grad():
+            if mha._qkv_same_embed_dim:
+                mha.in_proj_weight.copy_(torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]))
+            else:
+                mha.q_proj_weight.copy_(self.q_proj.weight)
+                mha.k_proj_weight.copy_(self.k_proj.weight)
+                mha.v_proj_weight.copy_(self.v_proj.weight)
+            if bias:
+                mha.in_proj_bias.copy_(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+            mha.out_proj.weight.copy_(self.out_proj.weight)
+            if bias:
+                mha.out_proj.bias.copy_(self.out_proj.bias)
+        mha.requires_grad_(ref.requires_grad)
+        mha.train(self.training)
+        return mha
+
+    # ---- forward
+
+    def _merge_masks(
+        self,
+        attn_mask: torch.Tensor | None,
+        key_padding_mask: torch.Tensor | None,
+        n: int,
+        length: int,
+        source: int,
+        dtype: torch.dtype,
+    ) -> torch.Tensor | None:
+        """One additive float mask broadcastable to [N, H, L, S], or None."""
+
+        def additive(mask: torch.Tensor) -> torch.Tensor:
+            if mask.dtype == torch.bool:
+                return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+            return mask.to(dtype)
+
+        merged = None
+        if attn_mask is not None:
+            m = additive(attn_mask)
+            if m.dim() == 2:
+                m = m.view(1, 1, length, source)
+            elif m.dim() == 3:
+                m = m.view(n, self.num_heads, length, source)
+            else:
+                raise ValueError(f"attn_mask must be 2D or 3D, got shape {tuple(attn_mask.shape)}")
+            merged = m
+        if key_padding_mask is not None:
+            kp = additive(key_padding_mask).view(n, 1, 1, source)
+            merged = kp if merged is None else merged + kp
+        return merged
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = query if key is None else key
+        value = key if value is None else value
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        n, length, _ = query.shape
+        source = key.shape[1]
+        h, d = self.num_heads, self.head_dim
+
+        q = self.q_proj(query).view(n, length, h, d).transpose(1, 2)
+        k = self.k_proj(key).view(n, source, h, d).transpose(1, 2)
+        v = self.v_proj(value).view(n, source, h, d).transpose(1, 2)
+        mask = self._merge_masks(attn_mask, key_padding_mask, n, length, source, q.dtype)
+        causal = bool(is_causal and mask is None)
+        p = self.dropout if self.training else 0.0
+
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / (d**0.5)
+            if mask is not None:
+                scores = scores + mask
+            elif causal:
+                tri = torch.ones(length, source, dtype=torch.bool, device=q.device).triu(1)
+                scores = scores.masked_fill(tri, float("-inf"))
+            attn = scores.softmax(dim=-1)
+            weights = attn.mean(dim=1) if average_attn_weights else attn
+            if p:
+                attn = F.dropout(attn, p=p)
+            out = attn @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+
+        out = self.out_proj(out.transpose(1, 2).reshape(n, length, self.embed_dim))
+        if unbatched:
+            out = out.squeeze(0)
+            weights = weights.squeeze(0) if weights is not None else None
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+
+def _attention_blocks(model: nn.Module):
+    from open_clip.transformer import ResidualAttentionBlock
+
+    return [m for m in model.modules() if isinstance(m, ResidualAttentionBlock)]
+
+
+def use_plain_attention(model: nn.Module) -> int:
+    """Replace, in place, every ``nn.MultiheadAttention`` of open_clip's ResidualAttentionBlocks
+    with an equivalent :class:`PlainMultiheadAttention`. Returns how many were replaced."""
+    count = 0
+    for block in _attention_blocks(model):
+        if isinstance(block.attn, nn.MultiheadAttention):
+            block.attn = PlainMultiheadAttention.from_mha(block.attn)
+            count += 1
+    return count
+
+
+def restore_fused_attention(model: nn.Module) -> int:
+    """The inverse of :func:`use_plain_attention` (for export): fold every
+    :class:`PlainMultiheadAttention` back into ``nn.MultiheadAttention``. Returns how many."""
+    count = 0
+    for block in _attention_blocks(model):
+        if isinstance(block.attn, PlainMultiheadAttention):
+            block.attn = block.attn.to_mha()
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- zero-shot head
+
+
+def build_zero_shot_weights(
+    loaded: LoadedClip,
+    classnames: Sequence[str],
+    templates: Sequence[str | Callable[[str], str]],
+) -> torch.Tensor:
+    """Zero-shot classifier weights ``[C, D]``: per class, the mean over templates of the
+    normalised text embeddings, renormalised (open_clip's ``build_zero_shot_classifier``,
+    transposed). Templates are ``str.format`` strings (``"a photo of a {}."``) or callables."""
+    if not classnames or not templates:
+        raise ValueError("build_zero_shot_weights needs at least one class name and one template")
+    model = loaded.model
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        device = torch.device("cpu")
+    rows = []
+    with torch.no_grad():
+        for name in classnames:
+            texts = [t.format(name) if isinstance(t, str) else t(name) for t in templates]
+            tokens = loaded.tokenizer(texts).to(device)
+            emb = model.encode_text(tokens, normalize=True)
+            emb = emb.mean(dim=0)
+            rows.append(emb / emb.norm())
+    return torch.stack(rows)
+
+
+__all__ = [
+    "LoadedClip",
+    "PlainMultiheadAttention",
+    "build_zero_shot_weights",
+    "load_clip",
+    "restore_fused_attention",
+    "use_plain_attention",
+    "uses_quick_gelu",
+]
+

@@ -1,0 +1,211 @@
+"""Tiny random models built from configs: offline, deterministic, fast.
+
+They stand in for Stable Diffusion and CLIP in tests and smoke runs. Nothing is downloaded: the
+CLIP BPE vocabulary comes from the copy bundled with open_clip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .paths import dd_home
+
+TINY_CLIP_NAME = "dd-tiny-clip"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+# Number of BPE merges in CLIP's vocabulary (open_clip's SimpleTokenizer uses lines[1:48895]).
+_N_MERGES = 49152 - 256 - 2
+
+
+# --------------------------------------------------------------------------- tokenizer files
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def clip_bpe_tokenizer_files(dest: Path) -> Path:
+    """Write ``vocab.json`` and ``merges.txt`` for a transformers ``CLIPTokenizer`` into ``dest``.
+
+    The vocabulary is built from open_clip's bundled ``bpe_simple_vocab_16e6.txt.gz`` exactly as
+    open_clip's ``SimpleTokenizer`` builds it, so token ids agree with open_clip (49406 = start,
+    49407 = end). Each file is written atomically. Returns ``dest``.
+    """
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    dest = Path(dest)
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = lines[1 : _N_MERGES + 1]
+    byte_chars = list(bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars]
+    vocab += ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    encoder = {tok: i for i, tok in enumerate(vocab)}
+    _atomic_write_text(dest / "vocab.json", json.dumps(encoder, ensure_ascii=False))
+    _atomic_write_text(dest / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
+    return dest
+
+
+def _tiny_tokenizer_dir() -> Path:
+    d = dd_home() / "tiny" / "clip-tokenizer"
+    if not ((d / "vocab.json").is_file() and (d / "merges.txt").is_file()):
+        clip_bpe_tokenizer_files(d)
+    return d
+
+
+def tiny_clip_tokenizer():
+    """A transformers ``CLIPTokenizer`` with CLIP's real vocabulary (files cached under dd_home())."""
+    from transformers import CLIPTokenizer
+
+    d = _tiny_tokenizer_dir()
+    return CLIPTokenizer(
+        vocab=str(d / "vocab.json"),
+        merges=str(d / "merges.txt"),
+        model_max_length=77,
+        pad_token="<|endoftext|>",
+    )
+
+
+# --------------------------------------------------------------------------- tiny Stable Diffusion
+
+
+def tiny_sd_pipeline():
+    """A tiny random ``StableDiffusionPipeline`` (diffusers-test style), deterministic and offline.
+
+    The VAE downsamples by 2: a 16x16 latent decodes to a 32x32 image (the UNet's sample_size
+    is 16, so the pipeline's default resolution is 32 px).
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            norm_num_groups=8,
+            attention_head_dim=(2, 4),
+        )
+        torch.manual_seed(0)
+        vae = AutoencoderKL(
+            block_out_channels=[32, 64],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=32,
+        )
+        torch.manual_seed(0)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=49406,
+                eos_token_id=49407,
+                hidden_size=32,
+                intermediate_size=37,
+                layer_norm_eps=1e-5,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                pad_token_id=1,
+                vocab_size=49408,
+                projection_dim=32,
+            )
+        )
+    # steps_offset=1 as in the real SD configs (0 makes the pipeline emit a deprecation warning).
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return pipe
+
+
+def save_tiny_sd(dest: Path) -> Path:
+    """Save the tiny pipeline with ``save_pretrained`` (loadable by ``from_pretrained(dest)``)."""
+    dest = Path(dest)
+    tiny_sd_pipeline().save_pretrained(str(dest))
+    return dest
+
+
+# --------------------------------------------------------------------------- tiny CLIP
+
+_tiny_clip_registered = False
+
+
+def register_tiny_clip() -> None:
+    """Make ``dd-tiny-clip`` a known open_clip model name (idempotent)."""
+    global _tiny_clip_registered
+    import open_clip
+
+    if _tiny_clip_registered and TINY_CLIP_NAME in open_clip.list_models():
+        return
+    if TINY_CLIP_NAME not in open_clip.list_models():
+        open_clip.add_model_config(CONFIGS_DIR)
+    _tiny_clip_registered = True
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def random_init_expected():
+    """Silence open_clip's random-init warning where random weights are the intent."""
+    notice = _DropRandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)
+
+
+def tiny_clip():
+    """The tiny open_clip CLIP (``dd-tiny-clip``), random but deterministic, in eval mode."""
+    import open_clip
+
+    register_tiny_clip()
+    with torch.random.fork_rng(devices=[]), random_init_expected():
+        torch.manual_seed(0)
+        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    return model.eval()

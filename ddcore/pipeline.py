@@ -1,0 +1,366 @@
+"""Runs the stages in order: adapt, generate, train, evaluate.
+
+Each stage's output lives in ``<out>/<kind>/<key>``; the key is a digest of everything the
+output depends on (settings, the few shots, the upstream stage's key). A finished stage is
+reused, an unfinished one resumes. Before/after hooks run around every stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ddcore.config import RunConfig
+from ddcore.data import fewshot_digest, load_fewshot, sample_fewshot, save_fewshot
+from ddcore.errors import ConfigError, StageError
+from ddcore.evaluation import evaluate_scores, write_evaluation
+from ddcore.generation import GenerationJob, Shard, load_synthetic_set
+from ddcore.plugins import Plugins
+from ddcore.progress import SILENT, Reporter
+from ddcore.records import Dataset, Sample, SyntheticSet
+from ddcore.stages import Adapter, Method, Stage, TrainingData
+from ddcore.store import RunLock, StageDir, atomic_write_json, digest, read_json
+
+RUN_FILE = "run.json"
+FEWSHOT_FILE = "fewshot.json"
+
+
+@dataclass
+class RunContext:
+    """What every stage may read about the run."""
+
+    config: RunConfig
+    dataset: Dataset
+    shots: list[Sample]
+    method: Method
+    device: str
+    out: Path
+    reporter: Reporter = SILENT
+    adapter: Adapter | None = None  # the adapter stage, for generators to load its weights
+    rank: int = 0
+    world_size: int = 1
+    extras: dict[str, Any] = field(default_factory=dict)  # for plugins to share state
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shots_by_class(self) -> dict[int, list[Sample]]:
+        grouped: dict[int, list[Sample]] = {c: [] for c in range(self.dataset.num_classes)}
+        for shot in self.shots:
+            grouped[shot.label].append(shot)
+        return grouped
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_out(config: RunConfig, dataset_name: str) -> Path:
+    return Path("runs") / f"{dataset_name}-{config.method}-{config.shots}shot-seed{config.seed}"
+
+
+class Run:
+    """One configured run. Build it, then call ``run_all()`` or one stage at a time."""
+
+    def __init__(self, config: RunConfig, plugins: Plugins | None = None, reporter: Reporter = SILENT) -> None:
+        self.config = config
+        self.plugins = plugins or Plugins()
+        self.reporter = reporter
+        self.method = self.plugins.method(config.method)
+        self.choices = self._choices()
+        self.stages: dict[str, Stage] = {
+            kind: self.plugins.create(kind, name, self._options(kind))
+            for kind, name in self.choices.items()
+            if name is not None
+        }
+        dataset_name = config.dataset or ("coop-split" if config.split else "imagefolder" if config.data else "digits")
+        source = self.plugins.create("dataset", dataset_name)
+        data = Path(config.data).expanduser() if config.data else None
+        split = Path(config.split).expanduser() if config.split else None
+        self.dataset = source.load(data, split)
+        self.out = Path(config.out) if config.out else default_out(config, self.dataset.name)
+        self.context = RunContext(
+            config=config,
+            dataset=self.dataset,
+            shots=[],
+            method=self.method,
+            device=resolve_device(config.device),
+            out=self.out,
+            reporter=reporter,
+            adapter=self.stages.get("adapter"),
+        )
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def _choices(self) -> dict[str, str | None]:
+        c, m = self.config, self.method
+        train_on = c.train_on or m.train_on
+        generator = c.generator or m.generator
+        if train_on in ("real", "none"):
+            generator = None  # no synthetic data is used, so none is made
+        elif generator is None:
+            raise ConfigError(f"method '{c.method}' makes no synthetic data, so --train-on {train_on} cannot be used")
+        return {
+            "adapter": (c.adapter or m.adapter) if generator else None,
+            "prompt_builder": (c.prompt_builder or m.prompt_builder) if generator else None,
+            "generator": generator,
+            "filter": (c.filter or m.filter) if generator else None,
+            "classifier": c.classifier,
+        }
+
+    @property
+    def train_on(self) -> str:
+        return self.config.train_on or self.method.train_on
+
+    def _options(self, kind: str) -> dict[str, Any]:
+        preset = {k.split(".", 1)[1]: v for k, v in self.method.options.items() if k.startswith(kind + ".")}
+        return {**preset, **self.config.stage_options(kind)}
+
+    def _stage_spec(self, kind: str) -> dict[str, Any] | None:
+        stage = self.stages.get(kind)
+        if stage is None:
+            return None
+        return {"name": self.choices[kind], "options": dataclasses.asdict(stage.options)}
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def keys(self) -> dict[str, str | None]:
+        """Digests naming each stage's output folder."""
+        from ddcore.models import model_identity
+
+        c = self.config
+        data_key = digest({"dataset": self.dataset.name, "classes": self.dataset.classnames,
+                           "shots": fewshot_digest(self.context.shots, self.dataset.root)})
+        base = model_identity(c.base_model)
+        adapter = self.stages.get("adapter")
+        adapter_key = None
+        if adapter is not None and adapter.trains:
+            adapter_key = digest({"adapter": self._stage_spec("adapter"), "base": base,
+                                  "resolution": c.resolution, "data": data_key, "seed": c.seed})
+        synthetic_key = None
+        if self.choices["generator"]:
+            # The image count is not part of the key: image i is the same whatever the count,
+            # so asking for more images later extends the same set.
+            synthetic_key = digest({
+                "adapter": adapter_key, "prompts": self._stage_spec("prompt_builder"),
+                "generator": self._stage_spec("generator"), "filter": self._stage_spec("filter"),
+                "base": base, "resolution": c.resolution, "steps": c.steps, "guidance": c.guidance,
+                "seed": c.seed, "data": data_key,
+            })
+        classifier_key = digest({
+            "classifier": self._stage_spec("classifier"), "model": c.classifier_model,
+            "train_on": self.train_on, "real_weight": c.real_weight, "synthetic": synthetic_key,
+            "count": c.images_per_class if synthetic_key else 0, "data": data_key, "seed": c.seed,
+        })
+        return {"data": data_key, "adapter": adapter_key, "synthetic": synthetic_key, "classifier": classifier_key}
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Choose the few shots (or read ``--fewshot``) and record the run."""
+        c = self.config
+        if c.fewshot:
+            shots = load_fewshot(Path(c.fewshot).expanduser(), self.dataset)
+        else:
+            shots = sample_fewshot(self.dataset, c.shots, c.seed)
+        self.context.shots = shots
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_fewshot(self.out / FEWSHOT_FILE, shots, self.dataset, k=c.shots, seed=c.seed)
+        self._keys = self.keys()
+        atomic_write_json(self.out / RUN_FILE, {
+            "config": c.to_dict(), "dataset": self.dataset.name, "stages": self.choices,
+            "train_on": self.train_on, "keys": self._keys,
+        })
+
+    def _stage(self, name: str, body: Callable[[], Any]) -> Any:
+        hook = self.plugins.hook
+        hook.before_stage(stage=name, context=self.context)
+        try:
+            result = body()
+        except BaseException as exc:  # Ctrl-C too: loggers get to close their files
+            hook.stage_failed(stage=name, context=self.context, error=exc)
+            raise
+        hook.after_stage(stage=name, context=self.context, result=result)
+        return result
+
+    def _reuse(self, what: str, path: Path) -> None:
+        self.reporter.log(f"[green]reusing[/] finished {what} [dim]{path}[/]")
+
+    def adapt(self) -> Path | None:
+        adapter = self.stages.get("adapter")
+        if adapter is None or not adapter.trains:
+            return None
+
+        def body() -> Path:
+            stage = StageDir(self.out, "adapter", self._keys["adapter"])
+            if stage.is_complete():
+                self._reuse(f"adapter '{self.choices['adapter']}'", stage.path)
+                return stage.path
+            stage.mark_started(spec=self._stage_spec("adapter"), base_model=self.config.base_model)
+            self.reporter.log(f"training adapter '{self.choices['adapter']}' -> {stage.path}")
+            adapter.fit(self.context, stage.path)
+            stage.mark_complete(spec=self._stage_spec("adapter"), base_model=self.config.base_model)
+            return stage.path
+
+        return self._stage("adapt", body)
+
+    def adapter_dir(self) -> Path | None:
+        adapter = self.stages.get("adapter")
+        if adapter is None or not adapter.trains:
+            return None
+        stage = StageDir(self.out, "adapter", self._keys["adapter"])
+        if not stage.is_complete():
+            raise StageError(f"the adapter in {stage.path} is not trained yet; run `dd adapt {self.out}` first")
+        return stage.path
+
+    def generate(self) -> SyntheticSet | None:
+        if self.choices["generator"] is None:
+            return None
+
+        def body() -> SyntheticSet:
+            count = self.config.images_per_class
+            stage = StageDir(self.out, "synthetic", self._keys["synthetic"])
+            info = stage.info() or {}
+            if info.get("complete") and info.get("images_per_class", -1) >= count:
+                self._reuse(f"synthetic set ({count} per class)", stage.path)
+                return self._synthetic_subset(stage.path, count)
+            adapter_dir = self.adapter_dir()
+            generator, filt = self.stages["generator"], self.stages["filter"]
+            prompts = self.stages["prompt_builder"].build(self.context)
+            stage.mark_started(images_per_class=0)
+            job = GenerationJob(
+                dataset=self.dataset, prompts=prompts, generator=generator, filter=filt, root=stage.path,
+                count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
+                max_attempts_per_class=getattr(filt.options, "max_attempts_per_class", count),
+                reporter=self.reporter, shard=Shard(self.context.rank, self.context.world_size),
+            )
+
+            def setup() -> None:
+                generator.setup(self.context, adapter_dir)
+                if not filt.passes_all:
+                    filt.setup(self.context)
+
+            self.reporter.log(f"generating {count} images per class with '{self.choices['generator']}' -> {stage.path}")
+            job.run(setup)
+            if not job._generator_ready:
+                setup()  # everything was on disk already; metadata still needs the generator's fields
+            extra = {**generator.metadata(), "generator": self.choices["generator"],
+                     "adapter": self.choices["adapter"], "adapter_key": self._keys["adapter"]}
+            synthetic = job.finish(extra)
+            stage.mark_complete(images_per_class=count)
+            return synthetic
+
+        return self._stage("generate", body)
+
+    def _synthetic_subset(self, root: Path, count: int) -> SyntheticSet:
+        """The first ``count`` images per class of a set that may hold more."""
+        full = load_synthetic_set(root)
+        taken: dict[int, int] = {}
+        rows = []
+        for row in full.items:
+            label = int(row["label"])
+            if taken.get(label, 0) < count:
+                taken[label] = taken.get(label, 0) + 1
+                rows.append(row)
+        return SyntheticSet(root, rows)
+
+    def synthetic(self) -> SyntheticSet | None:
+        if self.choices["generator"] is None:
+            return None
+        stage = StageDir(self.out, "synthetic", self._keys["synthetic"])
+        info = stage.info() or {}
+        if not (info.get("complete") and info.get("images_per_class", -1) >= self.config.images_per_class):
+            raise StageError(f"the synthetic set in {stage.path} is not finished; run `dd generate {self.out}` first")
+        return self._synthetic_subset(stage.path, self.config.images_per_class)
+
+    def _training_data(self) -> TrainingData:
+        train_on = self.train_on
+        real = self.context.shots if train_on in ("real", "real+synthetic") else []
+        synthetic_set = self.synthetic() if train_on in ("synthetic", "real+synthetic") else None
+        synthetic = synthetic_set.samples(self.dataset) if synthetic_set else []
+        return TrainingData(real=real, synthetic=synthetic, real_weight=self.config.real_weight)
+
+    def classifier_stage(self) -> StageDir:
+        return StageDir(self.out, "classifier", self._keys["classifier"])
+
+    def train(self) -> Path:
+        def body() -> Path:
+            stage = self.classifier_stage()
+            if stage.is_complete():
+                self._reuse(f"classifier '{self.choices['classifier']}'", stage.path)
+                return stage.path
+            data = self._training_data()
+            stage.mark_started(spec=self._stage_spec("classifier"))
+            what = "preparing zero-shot" if not (data.real or data.synthetic) else "training"
+            self.reporter.log(f"{what} classifier '{self.choices['classifier']}' on {len(data.real)} real + "
+                              f"{len(data.synthetic)} synthetic images -> {stage.path}")
+            self.stages["classifier"].fit(self.context, data, stage.path)
+            stage.mark_complete(spec=self._stage_spec("classifier"), train_on=self.train_on,
+                                real=len(data.real), synthetic=len(data.synthetic))
+            return stage.path
+
+        return self._stage("train", body)
+
+    def evaluate(self) -> dict[str, Any]:
+        def body() -> dict[str, Any]:
+            stage = self.classifier_stage()
+            if not stage.is_complete():
+                raise StageError(f"the classifier in {stage.path} is not trained yet; run `dd train {self.out}` first")
+            test = self.dataset.test
+            test_key = digest([[str(s.path), s.label] for s in test])
+            cached = stage.path / "evaluation" / test_key
+            if (cached / "metrics.json").is_file():
+                self._reuse("evaluation", cached)
+                metrics = read_json(cached / "metrics.json")
+            else:
+                classifier = self.stages["classifier"]
+                classifier.load(self.context, stage.path)
+                scores = classifier.predict(self.context, test)
+                metrics = evaluate_scores(scores, test, self.dataset.classnames)
+                metrics.update(self._run_summary())
+                write_evaluation(cached, metrics, scores, test, self.dataset)
+            write_evaluation(self.out, metrics, None, test, self.dataset, predictions_from=cached)
+            return metrics
+
+        return self._stage("evaluate", body)
+
+    def _run_summary(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset.name, "method": self.config.method, "classifier": self.choices["classifier"],
+            "train_on": self.train_on, "shots": self.config.shots, "seed": self.config.seed,
+            "images_per_class": self.config.images_per_class if self.choices["generator"] else 0,
+            "stages": self.choices, "keys": self._keys, "config_digest": digest(self.config.to_dict()),
+        }
+
+    def run_all(self) -> dict[str, Any]:
+        with RunLock(self.out if self.out.exists() else _mkdir(self.out)):
+            self.prepare()
+            self.adapt()
+            self.generate()
+            self.train()
+            return self.evaluate()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_run(out: Path, plugins: Plugins | None = None, reporter: Reporter = SILENT) -> Run:
+    """Rebuild a run from the ``run.json`` in its folder (for ``dd adapt/generate/...``)."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        raise StageError(f"{out} is not a run folder (no {RUN_FILE}); start one with `dd run --out {out}`")
+    config = RunConfig(**read_json(path)["config"])
+    config.out = str(out)
+    if (out / FEWSHOT_FILE).is_file():
+        config.fewshot = str(out / FEWSHOT_FILE)
+    return Run(config, plugins, reporter)

@@ -1,0 +1,303 @@
+"""The plugin manager: entry-point discovery, per-kind registries, name lookup.
+
+Every stage, data set and method, built-in or not, comes from a plugin registered through the
+``ddcore`` entry-point group. Loading is isolated per plugin: one that fails to import (or
+registers badly) is reported by name and the others keep working.
+
+Environment variables:
+
+``DD_DISABLE_PLUGINS``
+    Comma-separated entry-point names not to load (``dd plugins`` shows the names).
+``DD_BUILTIN_PLUGINS_ONLY``
+    When set to 1, only the plugins of the ``datadream`` distribution itself load; the test
+    suite uses this so installed third-party plugins never leak into a test run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from ddcore import hookspecs
+from ddcore.errors import ConfigError, PluginError
+from ddcore.stages import ALL_KINDS, BASES, Method, Stage
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+DISABLE_ENV = "DD_DISABLE_PLUGINS"
+BUILTINS_ONLY_ENV = "DD_BUILTIN_PLUGINS_ONLY"
+OWN_DISTRIBUTION = "datadream"
+
+# The registration hook for each kind of registry.
+REGISTER_HOOKS = {
+    "adapter": "register_adapters",
+    "prompt_builder": "register_prompt_builders",
+    "generator": "register_generators",
+    "filter": "register_filters",
+    "classifier": "register_classifiers",
+    "dataset": "register_datasets",
+    "method": "register_methods",
+}
+
+# How a kind is spelled to users: in errors, tables and `--set` keys.
+KIND_FLAGS = {
+    "adapter": "--adapter",
+    "prompt_builder": "--prompt-builder",
+    "generator": "--generator",
+    "filter": "--filter",
+    "classifier": "--classifier",
+    "dataset": "--dataset",
+    "method": "--method",
+}
+
+
+@dataclass
+class PluginInfo:
+    """One plugin (an entry point, or an object registered directly)."""
+
+    name: str
+    distribution: str
+    version: str
+    status: str = "ok"  # ok | broken | disabled
+    error: str = ""
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    """One registered name of one kind."""
+
+    kind: str
+    name: str
+    factory: Any  # a Stage subclass, or a Method for kind "method"
+    plugin: str
+    distribution: str
+    version: str
+    description: str = ""
+
+
+def _disabled_names() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+
+def _normalise(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+class Plugins:
+    """Loads plugins and answers "which stage is called NAME"."""
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registries: dict[str, dict[str, Entry]] | None = None
+        if load_entry_points:
+            self._load_entry_points()
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load_entry_points(self) -> None:
+        disabled = _disabled_names()
+        builtins_only = os.environ.get(BUILTINS_ONLY_ENV, "") not in ("", "0")
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "(unknown)"
+            version = ep.dist.version if ep.dist is not None else ""
+            if builtins_only and _normalise(dist) != OWN_DISTRIBUTION:
+                continue
+            if ep.name in disabled:
+                self.infos[ep.name] = PluginInfo(ep.name, dist, version, status="disabled")
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                self.infos[ep.name] = PluginInfo(
+                    ep.name, dist, version, status="broken", error=f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            self.register(module, name=ep.name, distribution=dist, version=version)
+
+    def register(self, obj: Any, *, name: str, distribution: str = "(local)", version: str = "") -> None:
+        """Register a plugin object (a module or an instance with ``@hookimpl`` methods)."""
+        if name in self.infos and self.infos[name].status == "ok":
+            raise PluginError(
+                f"two plugins are called '{name}' ({self.infos[name].distribution} and {distribution}); "
+                f"uninstall one or switch one off with {DISABLE_ENV}={name}"
+            )
+        info = PluginInfo(name, distribution, version)
+        try:
+            self.pm.register(obj, name=name)
+            self.pm.check_pending()  # a misspelt hook name fails here, loudly
+        except Exception as exc:
+            if self.pm.is_registered(obj):
+                self.pm.unregister(obj)
+            info.status, info.error = "broken", f"{type(exc).__name__}: {exc}"
+        else:
+            info.hooks = sorted(impl_name for impl_name, impls in self._hookimpls_of(name))
+        self.infos[name] = info
+        self._registries = None
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.infos.pop(name, None)
+        self._registries = None
+
+    def _hookimpls_of(self, plugin_name: str):
+        for hook_name in dir(self.pm.hook):
+            caller = getattr(self.pm.hook, hook_name)
+            if not isinstance(caller, pluggy.HookCaller):
+                continue
+            impls = [i for i in caller.get_hookimpls() if i.plugin_name == plugin_name]
+            if impls:
+                yield hook_name, impls
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    @property
+    def broken(self) -> list[PluginInfo]:
+        return [i for i in self.infos.values() if i.status == "broken"]
+
+    # -- registries -------------------------------------------------------------------------
+
+    @property
+    def registries(self) -> dict[str, dict[str, Entry]]:
+        if self._registries is None:
+            self._registries = self._collect()
+        return self._registries
+
+    def _collect(self) -> dict[str, dict[str, Entry]]:
+        registries: dict[str, dict[str, Entry]] = {kind: {} for kind in ALL_KINDS}
+        for kind, hook_name in REGISTER_HOOKS.items():
+            # Each implementation is called on its own, so every name knows its plugin.
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                info = self.infos[impl.plugin_name]
+                register = self._register_callback(kind, registries[kind], info)
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    info.status, info.error = "broken", f"{hook_name} raised {type(exc).__name__}: {exc}"
+        return registries
+
+    def _register_callback(self, kind: str, registry: dict[str, Entry], info: PluginInfo) -> Callable:
+        def register(name: str, factory: Any, description: str = "") -> None:
+            _check_factory(kind, name, factory, info)
+            if name in registry:
+                other = registry[name]
+                raise PluginError(
+                    f"{kind} '{name}' is registered twice: by plugin '{other.plugin}' "
+                    f"({other.distribution}) and plugin '{info.name}' ({info.distribution}); "
+                    f"uninstall one, or switch one off with {DISABLE_ENV}=<plugin name>"
+                )
+            doc = description or _first_doc_line(factory)
+            registry[name] = Entry(kind, name, factory, info.name, info.distribution, info.version, doc)
+
+        return register
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.registries[kind])
+
+    def get(self, kind: str, name: str) -> Entry:
+        registry = self.registries[kind]
+        if name in registry:
+            return registry[name]
+        available = ", ".join(sorted(registry)) or "none"
+        close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        broken = [i.name for i in self.broken]
+        broken_note = f" (plugins that failed to load: {', '.join(broken)}; see `dd plugins`)" if broken else ""
+        flag = KIND_FLAGS[kind].lstrip("-")
+        raise PluginError(f"unknown {flag} '{name}'; available: {available}{hint}{broken_note}")
+
+    def method(self, name: str) -> Method:
+        return self.get("method", name).factory
+
+    def create(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Stage:
+        """Build the stage ``name`` of ``kind`` with validated options."""
+        entry = self.get(kind, name)
+        stage = entry.factory(build_options(entry.factory.Options, options or {}, f"{kind} '{name}'", kind))
+        stage.name = name
+        return stage
+
+
+def _check_factory(kind: str, name: str, factory: Any, info: PluginInfo) -> None:
+    if kind == "method":
+        ok = isinstance(factory, Method)
+        expected = "a ddcore.stages.Method"
+    else:
+        ok = isinstance(factory, type) and issubclass(factory, BASES[kind])
+        expected = f"a subclass of ddcore.stages.{BASES[kind].__name__}"
+    if not ok:
+        raise PluginError(f"plugin '{info.name}' registered {kind} '{name}' as {factory!r}, which is not {expected}")
+
+
+def _first_doc_line(obj: Any) -> str:
+    if isinstance(obj, Method):
+        return obj.description
+    doc = (getattr(obj, "__doc__", "") or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML literal (``3``, ``0.5``, ``true``, ``[1, 2]``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def build_options(options_cls: type, raw: dict[str, Any], owner: str, kind: str) -> Any:
+    """Validate and convert ``raw`` into ``options_cls``; unknown keys are errors."""
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        valid = ", ".join(f"{kind}.{n}" for n in fields) or "none"
+        raise ConfigError(f"unknown option {kind}.{unknown[0]} for {owner}; its options: {valid}")
+    hints = typing.get_type_hints(options_cls)
+    values = {key: _coerce(value, hints.get(key, Any), f"{kind}.{key}") for key, value in raw.items()}
+    return options_cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    if isinstance(value, str) and annotation is not str:
+        value = parse_value(value)
+    allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, _UnionType) else (annotation,)
+    if value is None and type(None) in allowed:
+        return None
+    for target in allowed:
+        if target is Any:
+            return value
+        if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if target is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if target is bool and isinstance(value, bool):
+            return value
+        if target is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        origin = typing.get_origin(target) or target
+        if isinstance(origin, type) and origin not in (int, float, bool, str) and isinstance(value, origin):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"{key} must be {names}, not {value!r}")
+
+
+_UnionType = type(int | None)

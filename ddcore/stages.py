@@ -1,0 +1,175 @@
+"""The stage interfaces a plugin implements, and method presets.
+
+Each stage is a class with a nested ``Options`` dataclass: its fields are the settings a user
+can change with ``--set <kind>.<field>=VALUE`` (or a ``[adapter]``/``[generator]``/... table
+in the TOML config). The core builds a stage as ``StageClass(options)`` and then calls the
+methods below. Everything a stage needs about the run arrives in a ``RunContext``
+(``ddcore.pipeline``): the data set, the few shots, the global settings, the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from ddcore.pipeline import RunContext
+    from ddcore.records import Dataset, GenItem, Prompt, Sample
+
+
+class Stage:
+    """Base of every stage: holds the validated options."""
+
+    kind: ClassVar[str] = ""
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+
+class Adapter(Stage):
+    """Fits weights to the few-shot set (DataDream LoRA, textual inversion, ...).
+
+    ``trains = False`` marks an adapter with nothing to fit (``none``): the core then skips
+    the stage and passes ``adapter_dir=None`` to the generator.
+    """
+
+    kind = "adapter"
+    trains: ClassVar[bool] = True
+
+    def fit(self, context: "RunContext", out_dir: Path) -> None:
+        """Train and write the weights into ``out_dir``.
+
+        Resume from checkpoints you left in ``out_dir`` on an earlier, interrupted call: the
+        core calls ``fit`` again on the same folder until it returns normally.
+        """
+        raise NotImplementedError
+
+    def load_into(self, pipe: Any, adapter_dir: Path) -> None:
+        """Make a diffusers pipeline use the trained weights (called once by generators)."""
+        raise NotImplementedError(f"adapter '{getattr(self, 'name', type(self).__name__)}' cannot be loaded into a pipeline")
+
+    def select(self, pipe: Any, label: int) -> None:
+        """Switch the pipeline to class ``label`` before a batch of that class (per-class
+        adapters); the default does nothing."""
+
+
+class PromptBuilder(Stage):
+    """Turns class names (and optionally the real shots) into prompts."""
+
+    kind = "prompt_builder"
+
+    def build(self, context: "RunContext") -> dict[int, list["Prompt"]]:
+        """Prompts per class label; image ``i`` of a class uses ``prompts[i % len(prompts)]``."""
+        raise NotImplementedError
+
+
+class Generator(Stage):
+    """Makes images. The core plans the items (seeds, file names), resumes, writes files and
+    metadata, and shards the work across processes; a generator only renders batches."""
+
+    kind = "generator"
+
+    def setup(self, context: "RunContext", adapter_dir: Path | None) -> None:
+        """Load models once, before the first batch."""
+
+    def generate(self, items: list["GenItem"]) -> list["Image.Image"]:
+        """Render one image per item. Items of a batch share one class. Image ``k`` must
+        depend only on ``items[k]`` (its seed and prompt), never on the batch it is in."""
+        raise NotImplementedError
+
+    def metadata(self) -> dict[str, Any]:
+        """Fields recorded for every image (steps, guidance, scheduler, resolution, ...)."""
+        return {}
+
+
+class Filter(Stage):
+    """Keeps or drops generated images."""
+
+    kind = "filter"
+    passes_all: ClassVar[bool] = False
+
+    def setup(self, context: "RunContext") -> None:
+        """Load models once."""
+
+    def keep(self, images: list["Image.Image"], items: list["GenItem"]) -> list[bool]:
+        raise NotImplementedError
+
+
+class Classifier(Stage):
+    """Trains on real + synthetic images and predicts class scores."""
+
+    kind = "classifier"
+
+    def fit(self, context: "RunContext", data: "TrainingData", out_dir: Path) -> None:
+        """Train (or, with no images at all, just prepare a zero-shot head) and save to
+        ``out_dir``. Resume from your own checkpoints in ``out_dir`` if present."""
+        raise NotImplementedError
+
+    def load(self, context: "RunContext", out_dir: Path) -> None:
+        """Load what ``fit`` saved, ready for ``predict``."""
+        raise NotImplementedError
+
+    def predict(self, context: "RunContext", samples: list["Sample"]) -> "np.ndarray":
+        """Class scores, shape ``[len(samples), num_classes]`` (higher is more likely)."""
+        raise NotImplementedError
+
+
+class DatasetSource(Stage):
+    """Loads a data set (image folder, CoOp split, a named benchmark)."""
+
+    kind = "dataset"
+
+    def load(self, data: Path | None, split: Path | None) -> "Dataset":
+        raise NotImplementedError
+
+
+@dataclass
+class TrainingData:
+    """What a classifier trains on. ``real_weight`` is lambda in
+    ``lambda * CE(real) + (1 - lambda) * CE(synthetic)``; both lists empty means zero-shot."""
+
+    real: list["Sample"]
+    synthetic: list["Sample"]
+    real_weight: float = 0.8
+
+
+TRAIN_ON = ("real+synthetic", "synthetic", "real", "none")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named preset of stage choices. ``generator=None`` means no synthetic data;
+    ``train_on`` says which data the classifier sees (``"none"``: zero-shot).
+    ``options`` are default stage options, keyed ``"<kind>.<option>"``."""
+
+    adapter: str = "none"
+    prompt_builder: str = "template"
+    generator: str | None = "txt2img"
+    filter: str = "none"
+    train_on: str = "real+synthetic"
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.train_on not in TRAIN_ON:
+            raise ValueError(f"train_on must be one of {TRAIN_ON}, not {self.train_on!r}")
+
+
+STAGE_KINDS = ("adapter", "prompt_builder", "generator", "filter", "classifier")
+ALL_KINDS = STAGE_KINDS + ("dataset", "method")
+BASES: dict[str, type] = {
+    "adapter": Adapter,
+    "prompt_builder": PromptBuilder,
+    "generator": Generator,
+    "filter": Filter,
+    "classifier": Classifier,
+    "dataset": DatasetSource,
+}

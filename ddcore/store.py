@@ -1,0 +1,135 @@
+"""Files on disk: atomic writes, the run lock, content digests and stage folders.
+
+Everything a stage writes goes to a temporary name in the same folder and is renamed into
+place, so an interrupted run (Ctrl-C, a killed job, a full disk) never leaves a half-written
+file under a final name. A stage folder is finished when its ``stage.json`` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from ddcore.errors import DDError, StageError
+
+
+def digest(obj: Any, length: int = 12) -> str:
+    """A short stable digest of JSON-serialisable data (keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DDError(
+                f"disk full while writing {path}; free some space and rerun the same command to continue"
+            ) from exc
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with _disk_errors(path):
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_save_image(path: Path, image: Any) -> None:
+    """Save a PIL image as PNG atomically (encoded in memory, then written)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two processes never write one run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".lock"
+        self._fh: Any = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "?"
+            self._fh.close()
+            raise StageError(
+                f"another dd process (pid {holder}) is writing {self.path.parent}; "
+                "wait for it to finish or choose another --out"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+
+
+class StageDir:
+    """The folder of one stage output, ``<root>/<kind>/<key>``, keyed by a digest of its
+    inputs and settings. ``stage.json`` records the inputs and marks it finished."""
+
+    MARKER = "stage.json"
+
+    def __init__(self, root: Path, kind: str, key: str) -> None:
+        self.kind, self.key = kind, key
+        self.path = root / kind / key
+
+    def info(self) -> dict[str, Any] | None:
+        marker = self.path / self.MARKER
+        if not marker.is_file():
+            return None
+        try:
+            return read_json(marker)
+        except (OSError, json.JSONDecodeError):
+            return None  # a damaged marker: treat the stage as unfinished
+
+    def is_complete(self) -> bool:
+        info = self.info()
+        return bool(info and info.get("complete"))
+
+    def mark_complete(self, **info: Any) -> None:
+        atomic_write_json(self.path / self.MARKER, {"kind": self.kind, "key": self.key, "complete": True, **info})
+
+    def mark_started(self, **info: Any) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.info() is None:
+            atomic_write_json(self.path / self.MARKER, {"kind": self.kind, "key": self.key, "complete": False, **info})

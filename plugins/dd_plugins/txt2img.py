@@ -1,0 +1,97 @@
+"""Generator ``txt2img``: a diffusers Stable Diffusion pipeline, one seed per image.
+
+Every image gets its own ``torch.Generator`` seeded with the item's seed, created on the CPU,
+so an image does not depend on its batch, and a CPU and a GPU draw the same initial noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ddcore.errors import ConfigError
+from ddcore.hookspecs import hookimpl
+from ddcore.stages import Generator
+
+
+def torch_dtype(name: str, device: str):
+    """``auto`` is fp16 on a GPU and fp32 on the CPU (fp16 on CPU is slow or unsupported)."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in table:
+        raise ConfigError(f"dtype must be auto, fp32, fp16 or bf16, not {name!r}")
+    return table[name]
+
+
+def swap_scheduler(pipe, name: str | None) -> None:
+    """Replace the pipeline's scheduler with another diffusers scheduler class, same config."""
+    if not name:
+        return
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise ConfigError(f"generator.scheduler: diffusers has no scheduler class '{name}' (e.g. DDIMScheduler)")
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+class Txt2Img(Generator):
+    """Stable Diffusion text-to-image with the prompt builder's prompts."""
+
+    @dataclass
+    class Options:
+        negative_prompt: str = ""
+        scheduler: str = ""  # a diffusers scheduler class name; empty keeps the checkpoint's
+        dtype: str = "auto"
+
+    def setup(self, context, adapter_dir):
+        from ddcore.models import load_sd_pipeline, model_identity
+
+        self.context = context
+        config = context.config
+        self.pipe = load_sd_pipeline(config.base_model, device=context.device,
+                                     dtype=torch_dtype(self.options.dtype, context.device))
+        swap_scheduler(self.pipe, self.options.scheduler)
+        self.base_identity = model_identity(config.base_model)
+        self.adapter = context.adapter if adapter_dir is not None else None
+        if self.adapter is not None:
+            self.adapter.load_into(self.pipe, adapter_dir)
+
+    def generate(self, items):
+        import torch
+
+        config = self.context.config
+        if self.adapter is not None:
+            self.adapter.select(self.pipe, items[0].label)
+        generators = [torch.Generator(device="cpu").manual_seed(item.seed) for item in items]
+        negative = [self.options.negative_prompt] * len(items) if self.options.negative_prompt else None
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt=[item.prompt.text for item in items],
+                negative_prompt=negative,
+                num_inference_steps=config.steps,
+                guidance_scale=config.guidance,
+                height=config.resolution,
+                width=config.resolution,
+                generator=generators,
+                output_type="pil",
+            )
+        return result.images
+
+    def metadata(self):
+        config = self.context.config
+        return {
+            "steps": config.steps,
+            "guidance": config.guidance,
+            "scheduler": type(self.pipe.scheduler).__name__,
+            "resolution": config.resolution,
+            "base_model": self.base_identity,
+            "negative_prompt": self.options.negative_prompt,
+        }
+
+
+@hookimpl
+def register_generators(register):
+    register("txt2img", Txt2Img)

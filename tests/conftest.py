@@ -1,0 +1,95 @@
+"""Shared fixtures. Tests are hermetic and offline:
+
+- only the built-in plugins load (``DD_BUILTIN_PLUGINS_ONLY=1``), so installed third-party
+  plugins never leak in; a test that wants one installs it itself;
+- ``HF_HUB_OFFLINE=1``; every model is a tiny one built from a config;
+- ``DD_HOME`` (datasets, tokenizer files) points into a temporary folder.
+
+The variables are set in the environment, so ``dd`` subprocesses inherit them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+_HOME = tempfile.mkdtemp(prefix="dd-test-home-")
+
+
+def pytest_configure(config):
+    os.environ["DD_BUILTIN_PLUGINS_ONLY"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["DD_HOME"] = _HOME
+    os.environ["HF_HOME"] = os.path.join(_HOME, "hf")
+    os.environ.pop("DD_DISABLE_PLUGINS", None)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+CLASSES = {"red_square": (220, 40, 40), "green_circle": (40, 200, 60), "blue_stripes": (40, 60, 220)}
+
+
+def make_image(kind: str, colour, seed: int, size: int = 32) -> Image.Image:
+    """A small image whose class is visible: a coloured shape on noise."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    if kind == "red_square":
+        mask = (abs(yy - size / 2) < size / 4) & (abs(xx - size / 2) < size / 4)
+    elif kind == "green_circle":
+        mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    else:
+        mask = (xx // 4) % 2 == 0
+    pixels[mask] = colour
+    return Image.fromarray(pixels)
+
+
+def write_image_folder(root: Path, train: int = 6, test: int = 4) -> Path:
+    for split, count in (("train", train), ("test", test)):
+        for c, (name, colour) in enumerate(CLASSES.items()):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                make_image(name, colour, seed=c * 1000 + i + (500 if split == "test" else 0)).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A 3-class image folder: 6 train and 4 test images per class."""
+    return write_image_folder(tmp_path_factory.mktemp("data") / "shapes")
+
+
+# Settings that make a full run take seconds with the tiny models.
+FAST = [
+    "--base-model", "tiny", "--classifier-model", "tiny", "--device", "cpu",
+    "--shots", "2", "--images-per-class", "2", "--steps", "2", "--resolution", "32", "--batch-size", "4",
+    "--set", "classifier.epochs=1", "--set", "classifier.batch_size=8", "--set", "classifier.warmup_steps=1",
+]
+
+
+@pytest.fixture
+def fast_args() -> list[str]:
+    return list(FAST)
+
+
+def dd(*args: str, env: dict | None = None, cwd: Path | None = None, script: str = "dd") -> subprocess.CompletedProcess:
+    """Run the installed ``dd`` console script (or ``datadream``) in a subprocess."""
+    exe = Path(sys.executable).parent / script
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture
+def run_dd():
+    return dd

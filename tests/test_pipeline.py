@@ -1,0 +1,276 @@
+"""The pipeline in-process: generation planning and resume, stage reuse, lifecycle hooks."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddcore.config import resolve
+from ddcore.errors import DDError, StageError
+from ddcore.generation import GenerationJob, image_seed, load_synthetic_set, plan_item
+from ddcore.hookspecs import hookimpl
+from ddcore.pipeline import Run
+from ddcore.plugins import Plugins
+from ddcore.progress import SILENT
+from ddcore.records import Dataset, Prompt, Sample
+from ddcore.stages import Filter, Generator
+from ddcore.store import atomic_write_bytes
+
+from conftest import FAST
+
+
+class SeedColour(Generator):
+    """A real, cheap generator: a flat colour drawn from the item's seed."""
+
+    def __init__(self, options=None, fail_after: int | None = None):
+        super().__init__(options)
+        self.rendered: list[tuple[int, int]] = []
+        self.fail_after = fail_after
+        self.setups = 0
+
+    def setup(self, context, adapter_dir):
+        self.setups += 1
+
+    def generate(self, items):
+        images = []
+        for item in items:
+            if self.fail_after is not None and len(self.rendered) >= self.fail_after:
+                raise KeyboardInterrupt
+            rng = np.random.default_rng(item.seed)
+            images.append(Image.new("RGB", (8, 8), tuple(int(v) for v in rng.integers(0, 256, 3))))
+            self.rendered.append((item.label, item.index))
+        return images
+
+    def metadata(self):
+        return {"steps": 0}
+
+
+class EvenOnly(Filter):
+    """Keeps attempts with an even red channel: a deterministic, seed-driven decision."""
+
+    def keep(self, images, items):
+        return [image.getpixel((0, 0))[0] % 2 == 0 for image in images]
+
+
+class KeepAll(Filter):
+    passes_all = True
+
+    def keep(self, images, items):
+        return [True] * len(images)
+
+
+def small_dataset(classes: int = 3) -> Dataset:
+    names = [f"class {c}" for c in range(classes)]
+    return Dataset(name="toy", classnames=names, train=[], test=[])
+
+
+def job(root: Path, generator, filt=None, count=5, batch=2, dataset=None, **kw) -> GenerationJob:
+    dataset = dataset or small_dataset()
+    prompts = {c: [Prompt(f"a photo of a {n}")] for c, n in enumerate(dataset.classnames)}
+    return GenerationJob(dataset=dataset, prompts=prompts, generator=generator, filter=filt or KeepAll(),
+                         root=root, count=count, run_seed=7, batch_size=batch,
+                         max_attempts_per_class=kw.pop("max_attempts", 40), reporter=SILENT, **kw)
+
+
+def folder_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_image_seed_is_stable_and_distinct():
+    assert image_seed(0, 1, 2) == image_seed(0, 1, 2)
+    assert image_seed(0, 1, 2) == 171396932286456056  # pinned: seeds must never change between versions
+    seeds = {image_seed(s, c, i) for s in range(2) for c in range(5) for i in range(50)}
+    assert len(seeds) == 500 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_the_set_does_not_depend_on_batch_size(tmp_path):
+    results = []
+    for batch in (1, 3, 8):
+        gen = SeedColour()
+        j = job(tmp_path / f"b{batch}", gen, batch=batch)
+        j.run(lambda: gen.setup(None, None))
+        j.finish({})
+        results.append(folder_bytes(tmp_path / f"b{batch}"))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0]) == 15
+
+
+def test_interrupted_generation_resumes_without_redoing_work(tmp_path):
+    reference_root, tmp_path = tmp_path / "ref", tmp_path / "interrupted"
+    gen = SeedColour(fail_after=7)
+    with pytest.raises(KeyboardInterrupt):
+        job(tmp_path, gen).run(lambda: None)
+    files = list(tmp_path.rglob("*.png"))
+    assert len(files) == 7  # every image rendered before the interrupt was kept
+    assert not list(tmp_path.rglob(".*tmp*"))
+    # Damage one finished file: it must be regenerated; the intact ones must not.
+    broken = sorted(files)[0]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    again = SeedColour()
+    j = job(tmp_path, again)
+    j.run(lambda: None)
+    synthetic = j.finish({"generator": "seed-colour"})
+    intact = {(int(p.parent.name.split("_")[1]), int(p.stem)) for p in files if p != broken}
+    assert not intact & set(again.rendered)
+    assert len(again.rendered) == 15 - len(intact)
+    assert len(synthetic.items) == 15
+    fresh = SeedColour()
+    job(reference_root, fresh).run(lambda: None)
+    assert folder_bytes(tmp_path) == folder_bytes(reference_root)
+
+
+def test_metadata_rows_describe_each_image(tmp_path):
+    gen = SeedColour()
+    j = job(tmp_path, gen, count=2)
+    j.run(lambda: None)
+    j.finish({"generator": "seed-colour", "steps": 0})
+    rows = load_synthetic_set(tmp_path).items
+    assert [r["file_name"] for r in rows[:2]] == ["class_0/00000.png", "class_0/00001.png"]
+    first = rows[0]
+    assert first == {"file_name": "class_0/00000.png", "label": 0, "class": "class 0", "index": 0,
+                     "prompt": "a photo of a class 0", "seed": image_seed(7, 0, 0),
+                     "generator": "seed-colour", "steps": 0}
+
+
+def test_filtered_generation_keeps_the_first_passing_attempts_whatever_the_batch(tmp_path):
+    sets = []
+    for batch in (1, 4):
+        gen = SeedColour()
+        j = job(tmp_path / f"b{batch}", gen, filt=EvenOnly(), count=4, batch=batch)
+        j.run(lambda: None)
+        sets.append([r["file_name"] for r in j.finish({}).items])
+    assert sets[0] == sets[1] and len(sets[0]) == 12
+    counts = json.loads((tmp_path / "b4" / "counts.json").read_text())
+    assert all(c["kept"] == 4 for c in counts.values())
+    assert sum(c["dropped"] for c in counts.values()) > 0  # some odd attempts were dropped
+
+
+def test_filter_bound_reached_is_recorded_not_a_crash(tmp_path):
+    class DropAll(Filter):
+        def keep(self, images, items):
+            return [False] * len(images)
+
+    j = job(tmp_path, SeedColour(), filt=DropAll(), count=3, max_attempts=5)
+    j.run(lambda: None)
+    synthetic = j.finish({})
+    assert synthetic.items == []
+    counts = json.loads((tmp_path / "counts.json").read_text())
+    assert counts["class 0"] == {"kept": 0, "dropped": 5}
+
+
+def test_shards_together_make_the_same_set(tmp_path):
+    from ddcore.generation import Shard
+
+    for rank in range(3):
+        job(tmp_path / "sharded", SeedColour(), shard=Shard(rank, 3)).run(lambda: None)
+    whole = job(tmp_path / "whole", SeedColour())
+    whole.run(lambda: None)
+    assert folder_bytes(tmp_path / "sharded") == folder_bytes(tmp_path / "whole")
+
+
+def test_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(DDError, match="disk full while writing .*rerun the same command"):
+        atomic_write_bytes(tmp_path / "a.png", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- whole runs in-process ---------------------------------------------------------------------
+
+
+def config_for(tiny_folder: Path, out: Path, *extra: str, **values):
+    """A RunConfig from CLI-style FAST flags plus overrides."""
+    flags = dict(zip(FAST[0::2], FAST[1::2]))
+    options: dict = {}
+    cli = {}
+    args = list(FAST) + list(extra)
+    i = 0
+    while i < len(args):
+        key, value = args[i].lstrip("-").replace("-", "_"), args[i + 1]
+        if key == "set":
+            kind, _, rest = value.partition(".")
+            name, _, v = rest.partition("=")
+            options.setdefault(kind, {})[name] = v
+        else:
+            cli[key] = int(value) if value.isdigit() else value
+        i += 2
+    cli.update(values)
+    return resolve({}, {**cli, "data": str(tiny_folder), "out": str(out), "options": options})
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def before_stage(self, stage, context):
+        self.calls.append(("before", stage))
+
+    @hookimpl
+    def after_stage(self, stage, context, result):
+        self.calls.append(("after", stage, type(result).__name__))
+
+    @hookimpl
+    def stage_failed(self, stage, context, error):
+        self.calls.append(("failed", stage, type(error).__name__))
+
+
+def test_a_run_calls_lifecycle_hooks_and_reuses_finished_stages(tiny_folder, tmp_path):
+    plugins = Plugins()
+    recorder = Recorder()
+    plugins.register(recorder, name="recorder")
+    run = Run(config_for(tiny_folder, tmp_path / "run"), plugins)
+    metrics = run.run_all()
+    assert recorder.calls == [("before", "generate"), ("after", "generate", "SyntheticSet"),
+                              ("before", "train"), ("after", "train", "PosixPath"),
+                              ("before", "evaluate"), ("after", "evaluate", "dict")]
+    assert set(metrics["per_class"]) == {"red square", "green circle", "blue stripes"}
+    assert metrics["num_test"] == 12
+    synthetic = run.synthetic()
+    assert len(synthetic.items) == 6
+    stamps = {p: p.stat().st_mtime_ns for p in synthetic.root.rglob("*.png")}
+    # A second, identical run reuses everything: same keys, no file rewritten.
+    again = Run(config_for(tiny_folder, tmp_path / "run"), plugins)
+    assert again.run_all()["top1"] == metrics["top1"]
+    assert {p: p.stat().st_mtime_ns for p in synthetic.root.rglob("*.png")} == stamps
+    # Asking for more images extends the same set rather than starting over.
+    more = Run(config_for(tiny_folder, tmp_path / "run", images_per_class=3), plugins)
+    more.prepare()
+    assert more.keys()["synthetic"] == run.keys()["synthetic"]
+    assert more.keys()["classifier"] != run.keys()["classifier"]
+
+
+def test_a_failing_stage_is_reported_to_hooks(tiny_folder, tmp_path):
+    plugins = Plugins()
+    recorder = Recorder()
+    plugins.register(recorder, name="recorder")
+    run = Run(config_for(tiny_folder, tmp_path / "run", "--method", "real-finetune"), plugins)
+    run.prepare()
+    with pytest.raises(StageError, match="not trained yet"):
+        run.evaluate()
+    assert recorder.calls[-1] == ("failed", "evaluate", "StageError")
+
+
+def test_zero_shot_trains_nothing_and_real_finetune_makes_no_images(tiny_folder, tmp_path):
+    zero = Run(config_for(tiny_folder, tmp_path / "zs", "--method", "zero-shot"))
+    assert zero.choices["generator"] is None
+    metrics = zero.run_all()
+    info = json.loads((zero.classifier_stage().path / "classifier.json").read_text())
+    assert info["lora"] is False and info["prompts"][0] == "a photo of a blue stripes."
+    assert not (zero.out / "synthetic").exists()
+    assert 0.0 <= metrics["top1"] <= 1.0
+    real = Run(config_for(tiny_folder, tmp_path / "rf", "--method", "real-finetune"))
+    real.run_all()
+    assert not (real.out / "synthetic").exists()
+    assert (real.classifier_stage().path / "lora.safetensors").is_file()
+    assert json.loads((real.classifier_stage().path / "stage.json").read_text())["real"] == 6
