@@ -108,7 +108,8 @@ def _run_stages(run_config, quiet: bool, demo: bool) -> None:
             "A real run: [cyan]dd run --data DIR --method sd-txt2img --device cuda[/]",
             title="dd run", border_style="cyan"))
     metrics = pipeline.run_all()
-    _show_results(metrics, pipeline.out)
+    if metrics is not None:  # None: a helper process of a multi-process run
+        _show_results(metrics, pipeline.out)
 
 
 def _show_results(metrics: dict[str, Any], out: Path) -> None:

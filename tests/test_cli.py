@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, write_image_folder
+from conftest import FAST, FAST_ADAPTER, write_image_folder
 
 
 def only(folder: Path, pattern: str) -> Path:
@@ -24,7 +24,7 @@ def only(folder: Path, pattern: str) -> Path:
 
 def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
-    first = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST)
+    first = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST, *FAST_ADAPTER)
     assert first.returncode == 0, first.stderr
     assert "top-1" in first.stdout
     # The exact shots, shareable.
@@ -45,6 +45,8 @@ def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd
 
     with Image.open(synthetic / row["file_name"]) as image:
         assert image.size == (32, 32) and image.mode == "RGB"
+    assert row["adapter"] == "datadream-dset"
+    assert (only(out, "adapter/*") / "dataset" / "pytorch_lora_weights.safetensors").is_file()
     # Classifier, metrics, predictions.
     classifier = only(out, "classifier/*")
     assert (classifier / "lora.safetensors").is_file()
@@ -57,8 +59,9 @@ def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd
     assert sum(p["correct"] for p in predictions) / 12 == pytest.approx(metrics["top1"])
     # Again: every stage is reused and says so; no image is rewritten.
     stamps = {p: p.stat().st_mtime_ns for p in synthetic.rglob("*.png")}
-    second = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST)
+    second = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST, *FAST_ADAPTER)
     assert second.returncode == 0, second.stderr
+    assert "reusing finished adapter 'datadream-dset'" in second.stderr
     assert "reusing finished synthetic set" in second.stderr
     assert "reusing finished classifier" in second.stderr
     assert "reusing finished evaluation" in second.stderr
@@ -162,7 +165,7 @@ def broken_data(tmp_path):
 
 
 def test_bad_inputs_get_one_clear_line(broken_data, tmp_path, run_dd):
-    out = ["--out", str(tmp_path / "out"), *FAST]
+    out = ["--out", str(tmp_path / "out"), "--method", "sd-txt2img", *FAST]
     assert "does not exist" in bad(run_dd, "run", "--data", str(tmp_path / "missing"), *out)
     assert "no class folders" in bad(run_dd, "run", "--data", str(broken_data("no-classes")), *out)
     assert "red_square" in bad(run_dd, "run", "--data", str(broken_data("empty-class")), *out)

@@ -36,7 +36,7 @@ def test_the_example_plugin_is_listed_with_its_distribution(installed_example, r
 
 def test_dd_run_selects_the_example_filter(installed_example, tiny_folder, tmp_path, run_dd):
     env = {"PYTHONPATH": str(installed_example), "DD_BUILTIN_PLUGINS_ONLY": "0"}
-    base = ["run", "--data", str(tiny_folder), *FAST, "--filter", "min-contrast"]
+    base = ["run", "--data", str(tiny_folder), "--method", "sd-txt2img", *FAST, "--filter", "min-contrast"]
     keep = run_dd(*base, "--out", str(tmp_path / "keep"), "--set", "filter.min_std=0", env=env)
     assert keep.returncode == 0, keep.stderr
     counts = json.loads(next((tmp_path / "keep").glob("synthetic/*/counts.json")).read_text())

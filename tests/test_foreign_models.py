@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import FAST
+from conftest import FAST, FAST_ADAPTER
 
 
 def write_diffusers_folder(dest: Path) -> Path:
@@ -56,12 +56,13 @@ def test_dd_run_with_a_local_diffusers_folder_and_open_clip_local_dir(tiny_folde
     sd = write_diffusers_folder(tmp_path / "my-sd")
     clip = write_open_clip_folder(tmp_path / "my-clip")
     out = tmp_path / "run"
-    args = [*FAST, "--base-model", str(sd), "--classifier-model", f"local-dir:{clip}"]
+    args = [*FAST, *FAST_ADAPTER, "--base-model", str(sd), "--classifier-model", f"local-dir:{clip}"]
     result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *args)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in next(out.glob("synthetic/*/metadata.jsonl")).read_text().splitlines()]
     assert rows[0]["scheduler"] == "PNDMScheduler"
     assert rows[0]["base_model"] == str(sd.resolve())
+    assert rows[0]["adapter"] == "datadream-dset"  # the paper's method, trained on a foreign base
     info = json.loads(next(out.glob("classifier/*/classifier.json")).read_text())
     assert info["model"] == f"local-dir:{clip}"
     assert json.loads((out / "metrics.json").read_text())["num_test"] == 12

@@ -15,13 +15,13 @@ from ddcore.plugins import Plugins
 from ddcore.stages import Filter, Method
 
 BUILTINS = {
-    "adapter": {"none"},
+    "adapter": {"none", "datadream-dset", "datadream-cls"},
     "prompt_builder": {"template"},
     "generator": {"txt2img"},
     "filter": {"none"},
     "classifier": {"clip"},
     "dataset": {"imagefolder", "coop-split", "digits"},
-    "method": {"sd-txt2img", "real-finetune", "zero-shot"},
+    "method": {"sd-txt2img", "real-finetune", "zero-shot", "datadream-dset", "datadream-cls"},
 }
 
 
@@ -159,7 +159,7 @@ def test_disable_variable_switches_named_plugins_off(monkeypatch):
     plugins = Plugins()
     assert plugins.infos["txt2img"].status == "disabled"
     assert "txt2img" not in plugins.names("generator")
-    assert plugins.names("method") == []
+    assert plugins.names("method") == ["datadream-cls", "datadream-dset"]  # from the datadream plugin
     assert "clip" in plugins.names("classifier")
 
 

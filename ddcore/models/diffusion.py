@@ -98,8 +98,13 @@ def load_sd_pipeline(model: str, *, device: str = "cpu", dtype: torch.dtype = to
     set to :func:`model_identity`. Raises :class:`ModelNotFoundError` (one line) when the model
     cannot be found.
     """
+    import diffusers.utils.logging
+    import transformers.utils.logging
     from diffusers import StableDiffusionPipeline
 
+    # Our own progress bars report the work; the libraries' loading bars would interleave.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     identity = model_identity(model)
     if model == TINY:
         from .tiny import tiny_sd_pipeline

@@ -57,7 +57,7 @@ class Txt2Img(Generator):
         self.base_identity = model_identity(config.base_model)
         self.adapter = context.adapter if adapter_dir is not None else None
         if self.adapter is not None:
-            self.adapter.load_into(self.pipe, adapter_dir)
+            self.adapter.load_into(context, self.pipe, adapter_dir)
 
     def generate(self, items):
         import torch

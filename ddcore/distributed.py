@@ -1,0 +1,50 @@
+"""Several processes (``accelerate launch``): who am I, wait for the others, sum gradients.
+
+A single process needs none of this and never initialises torch.distributed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    rank: int = 0
+    world_size: int = 1
+    device: str | None = None  # this process's device when several share a machine's GPUs
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def process_info(device: str = "cpu") -> ProcessInfo:
+    """Rank and world size. Launched with several processes (``accelerate launch
+    --multi_gpu`` or ``torchrun``, which set ``WORLD_SIZE``), this initialises the process
+    group through accelerate: gloo on the CPU, NCCL on GPUs (one per process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ProcessInfo()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return ProcessInfo(state.process_index, state.num_processes, None if device == "cpu" else str(state.device))
+
+
+def wait_for_everyone(info: ProcessInfo) -> None:
+    if info.world_size > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def sum_gradients(parameters, info: ProcessInfo) -> None:
+    """All-reduce (sum) the gradients of ``parameters`` across processes."""
+    if info.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    for param in parameters:
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)

@@ -1,0 +1,65 @@
+"""Several processes through `accelerate launch` (gloo on the CPU) give the same results as one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST
+
+ARGS = [*FAST, "--images-per-class", "3", "--batch-size", "2",
+        "--set", "adapter.max_steps=4", "--set", "adapter.batch_size=4", "--set", "adapter.warmup_steps=1"]
+
+
+def launch(processes: int, out: Path, tiny_folder: Path, method: str) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    dd_args = ["run", "--data", str(tiny_folder), "--out", str(out), "--method", method, "-q", *ARGS]
+    if processes == 1:
+        command = [str(bin_dir / "dd"), *dd_args]
+    else:
+        command = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", "29517", "-m", "ddcore", *dd_args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in both: same float sums
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def png_digests(out: Path) -> dict[str, str]:
+    root = next(out.glob("synthetic/*"))
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.png"))}
+
+
+def lora(out: Path, group: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(next(out.glob(f"adapter/*/{group}/pytorch_lora_weights.safetensors"))))
+
+
+def test_cls_adapters_and_generation_split_across_two_processes_match_one(tiny_folder, tmp_path):
+    launch(1, tmp_path / "one", tiny_folder, "datadream-cls")
+    two = launch(2, tmp_path / "two", tiny_folder, "datadream-cls")
+    assert two.stderr.count("training adapter 'datadream-cls'") == 2  # both processes took part
+    one_set, two_set = png_digests(tmp_path / "one"), png_digests(tmp_path / "two")
+    assert len(one_set) == 9 and one_set == two_set  # byte for byte
+    for group in ("blue_stripes", "green_circle", "red_square"):
+        a, b = lora(tmp_path / "one", group), lora(tmp_path / "two", group)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "two" / "metrics.json").is_file()
+
+
+def test_dset_adapter_trains_data_parallel_to_the_single_process_weights(tiny_folder, tmp_path):
+    launch(1, tmp_path / "one", tiny_folder, "datadream-dset")
+    launch(2, tmp_path / "two", tiny_folder, "datadream-dset")
+    a, b = lora(tmp_path / "one", "dataset"), lora(tmp_path / "two", "dataset")
+    assert a.keys() == b.keys()
+    for key in a:  # the same maths; only the order of float sums differs
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+    assert any(a[k].abs().max() > 0 for k in a if "lora_B" in k or "lora.up" in k)  # it trained
