@@ -17,7 +17,7 @@ from ddcore.errors import DDError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import plugin_rows, plugins_table, print_json, results_table
+from dd_cli.render import plugin_rows, plugins_table, print_json, results_table, results_title
 
 app = typer.Typer(
     add_completion=False,
@@ -82,21 +82,23 @@ def run(
     out: Optional[Path] = Opt(None, "--out", help="Run folder. Default runs/<dataset>-<method>-<K>shot-seed<seed>."),
     config: Optional[Path] = Opt(None, "--config", help="TOML file with any of these settings; flags override it."),
     set_: Optional[list[str]] = Opt(None, "--set", help="Plugin option KIND.OPTION=VALUE, e.g. classifier.epochs=5 (repeatable)."),
+    stop_after: Optional[str] = Opt(None, "--stop-after", help="Stop after this stage: prepare, adapt, generate or train."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run every stage: few shots, adapter, generation, classifier training, evaluation.
 
     With no arguments: the offline demo (scikit-learn digits, tiny random models, CPU).
     """
-    cli = {k: v for k, v in locals().items() if k not in ("config", "set_", "quiet")}
+    cli = {k: v for k, v in locals().items() if k not in ("config", "set_", "quiet", "stop_after")}
     cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
     cli["options"] = parse_set(set_ or [])
     file_values = load_toml(config) if config else {}
     run_config = resolve(file_values, cli)
-    _run_stages(run_config, quiet, demo=run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits")
+    demo = run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits"
+    _run_stages(run_config, quiet, demo, stop_after)
 
 
-def _run_stages(run_config, quiet: bool, demo: bool) -> None:
+def _run_stages(run_config, quiet: bool, demo: bool, stop_after: str | None = None) -> None:
     from ddcore.pipeline import Run
 
     reporter = _reporter(quiet)
@@ -107,12 +109,15 @@ def _run_stages(run_config, quiet: bool, demo: bool) -> None:
             "It checks the whole pipeline end to end; its accuracy means nothing.\n"
             "A real run: [cyan]dd run --data DIR --method sd-txt2img --device cuda[/]",
             title="dd run", border_style="cyan"))
-    metrics = pipeline.run_all()
-    if metrics is not None:  # None: a helper process of a multi-process run
+    metrics = pipeline.run_all(stop_after)
+    if metrics is not None:  # None: stopped early, or a helper process of a multi-process run
         _show_results(metrics, pipeline.out)
+    elif stop_after and pipeline.process.is_main:
+        console.print(f"stopped after {stop_after}; continue with `dd <stage> {pipeline.out}`", highlight=False)
 
 
 def _show_results(metrics: dict[str, Any], out: Path) -> None:
+    console.print(results_title(metrics), highlight=False, soft_wrap=True)
     console.print(results_table(metrics))
     console.print(f"metrics: {out / 'metrics.json'}   predictions: {out / 'predictions.jsonl'}", highlight=False)
 

@@ -37,10 +37,13 @@ def plugins_table(plugins: Plugins) -> Table:
     return table
 
 
+def results_title(metrics: dict[str, Any]) -> str:
+    return (f"[bold]{metrics.get('dataset', '')}[/]: {metrics.get('method', '')} + {metrics.get('classifier', '')} "
+            f"({metrics.get('train_on', '')}, {metrics.get('shots', '?')} shots, seed {metrics.get('seed', '?')})")
+
+
 def results_table(metrics: dict[str, Any], max_classes: int = 20) -> Table:
-    title = (f"{metrics.get('dataset', '')}: {metrics.get('method', '')} + {metrics.get('classifier', '')} "
-             f"({metrics.get('train_on', '')}, {metrics.get('shots', '?')} shots, seed {metrics.get('seed', '?')})")
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     per_class = metrics["per_class"]

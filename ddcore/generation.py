@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
@@ -84,8 +84,11 @@ class GenerationJob:
         batch_size: int,
         max_attempts_per_class: int,
         reporter: Reporter,
+        setup: Callable[[], None],
         shard: Shard = Shard(),
     ) -> None:
+        """``setup`` loads the generator's (and filter's) models; it is called once, and only
+        when there is something to render or describe."""
         missing = [dataset.classnames[c] for c in range(dataset.num_classes) if not prompts.get(c)]
         if missing:
             raise StageError(f"the prompt builder made no prompt for class(es): {', '.join(missing[:5])}")
@@ -94,7 +97,8 @@ class GenerationJob:
         self.root, self.count, self.run_seed = root, count, run_seed
         self.batch_size, self.reporter, self.shard = batch_size, reporter, shard
         self.max_attempts = count if filter.passes_all else max(count, max_attempts_per_class)
-        self._generator_ready = False
+        self._setup = setup
+        self.ready = False
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -139,36 +143,39 @@ class GenerationJob:
                     blocks.append((items, missing))
         return blocks
 
-    def run(self, setup_generator) -> None:
-        """Render what is missing. ``setup_generator()`` is called once, only if needed."""
+    def ensure_ready(self) -> None:
+        if not self.ready:
+            self._setup()
+            self.ready = True
+
+    def run(self) -> None:
+        """Render what is missing."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.filter.passes_all:
-            self._run_unfiltered(setup_generator)
+            self._run_unfiltered()
         else:
-            self._run_filtered(setup_generator)
+            self._run_filtered()
 
-    def _render(self, batch: list[GenItem], setup_generator) -> list[Image.Image]:
-        if not self._generator_ready:
-            setup_generator()
-            self._generator_ready = True
+    def _render(self, batch: list[GenItem]) -> list[Image.Image]:
+        self.ensure_ready()
         images = self.generator.generate(batch)
         if len(images) != len(batch):
             raise StageError(f"generator returned {len(images)} images for a batch of {len(batch)}")
         return images
 
-    def _run_unfiltered(self, setup_generator) -> None:
+    def _run_unfiltered(self) -> None:
         blocks = self.pending_blocks()
         total = sum(sum(missing) for _, missing in blocks)
         if total == 0:
             return
         with self.reporter.task("generating images", total) as advance:
             for items, missing in blocks:
-                for item, image, needed in zip(items, self._render(items, setup_generator), missing):
+                for item, image, needed in zip(items, self._render(items), missing):
                     if needed:  # images already on disk are kept as they are
                         atomic_save_image(self._path(item), image)
                 advance(sum(missing))
 
-    def _run_filtered(self, setup_generator) -> None:
+    def _run_filtered(self) -> None:
         dropped = self._dropped()
         labels = [c for c in range(self.dataset.num_classes) if self.shard.owns_class(c)]
         with self.reporter.task("generating and filtering", self.count * len(labels)) as advance:
@@ -190,7 +197,7 @@ class GenerationJob:
                             batch.append(item)
                     if not batch:
                         continue
-                    images = self._render(batch, setup_generator)
+                    images = self._render(batch)
                     decisions = self.filter.keep(images, batch)
                     rejected = []
                     for item, image, ok in zip(batch, images, decisions):

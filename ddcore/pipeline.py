@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
 from ddcore.stages import Adapter, Method, Stage, TrainingData
 from ddcore.store import RunLock, StageDir, atomic_write_json, digest, read_json
 
+STAGES = ("prepare", "adapt", "generate", "train", "evaluate")
 RUN_FILE = "run.json"
 FEWSHOT_FILE = "fewshot.json"
 
@@ -154,8 +154,9 @@ class Run:
         adapter = self.stages.get("adapter")
         adapter_key = None
         if adapter is not None and adapter.trains:
-            adapter_key = digest({"adapter": self._stage_spec("adapter"), "base": base,
-                                  "resolution": c.resolution, "data": data_key, "seed": c.seed})
+            # Adapters train on the prompt builder's prompts, so those are part of the key.
+            adapter_key = digest({"adapter": self._stage_spec("adapter"), "prompts": self._stage_spec("prompt_builder"),
+                                  "base": base, "resolution": c.resolution, "data": data_key, "seed": c.seed})
         synthetic_key = None
         if self.choices["generator"]:
             # The image count is not part of the key: image i is the same whatever the count,
@@ -218,7 +219,7 @@ class Run:
             return None
 
         def body() -> Path:
-            stage = StageDir(self.out, "adapter", self._keys["adapter"])
+            stage = self.stage_dir("adapter")
             if stage.is_complete():
                 self._reuse(f"adapter '{self.choices['adapter']}'", stage.path)
                 return stage.path
@@ -240,7 +241,7 @@ class Run:
         adapter = self.stages.get("adapter")
         if adapter is None or not adapter.trains:
             return None
-        stage = StageDir(self.out, "adapter", self._keys["adapter"])
+        stage = self.stage_dir("adapter")
         if not stage.is_complete():
             raise StageError(f"the adapter in {stage.path} is not trained yet; run `dd adapt {self.out}` first")
         return stage.path
@@ -251,9 +252,8 @@ class Run:
 
         def body() -> SyntheticSet:
             count = self.config.images_per_class
-            stage = StageDir(self.out, "synthetic", self._keys["synthetic"])
-            info = stage.info() or {}
-            if info.get("complete") and info.get("images_per_class", -1) >= count:
+            stage = self.stage_dir("synthetic")
+            if self._has_images(stage, count):
                 self._reuse(f"synthetic set ({count} per class)", stage.path)
                 return self._synthetic_subset(stage.path, count)
             adapter_dir = self.adapter_dir()
@@ -262,25 +262,24 @@ class Run:
             if self.process.is_main:
                 stage.mark_started(images_per_class=0)
             wait_for_everyone(self.process)
-            job = GenerationJob(
-                dataset=self.dataset, prompts=prompts, generator=generator, filter=filt, root=stage.path,
-                count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
-                max_attempts_per_class=getattr(filt.options, "max_attempts_per_class", count),
-                reporter=self.reporter, shard=Shard(self.context.rank, self.context.world_size),
-            )
 
             def setup() -> None:
                 generator.setup(self.context, adapter_dir)
                 if not filt.passes_all:
                     filt.setup(self.context)
 
+            job = GenerationJob(
+                dataset=self.dataset, prompts=prompts, generator=generator, filter=filt, root=stage.path,
+                count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
+                max_attempts_per_class=getattr(filt.options, "max_attempts_per_class", count),
+                reporter=self.reporter, setup=setup, shard=Shard(self.context.rank, self.context.world_size),
+            )
             self.reporter.log(f"generating {count} images per class with '{self.choices['generator']}' -> {stage.path}")
-            job.run(setup)
+            job.run()
             wait_for_everyone(self.process)  # every shard is on disk before the metadata is written
             if not self.process.is_main:
                 return None
-            if not job._generator_ready:
-                setup()  # everything was on disk already; metadata still needs the generator's fields
+            job.ensure_ready()  # metadata needs the generator's fields even when nothing was rendered
             extra = {**generator.metadata(), "generator": self.choices["generator"],
                      "adapter": self.choices["adapter"], "adapter_key": self._keys["adapter"]}
             synthetic = job.finish(extra)
@@ -301,12 +300,17 @@ class Run:
                 rows.append(row)
         return SyntheticSet(root, rows)
 
+    @staticmethod
+    def _has_images(stage: StageDir, count: int) -> bool:
+        """Finished, with at least ``count`` images per class (a larger set serves a smaller ask)."""
+        info = stage.info() or {}
+        return bool(info.get("complete")) and info.get("images_per_class", -1) >= count
+
     def synthetic(self) -> SyntheticSet | None:
         if self.choices["generator"] is None:
             return None
-        stage = StageDir(self.out, "synthetic", self._keys["synthetic"])
-        info = stage.info() or {}
-        if not (info.get("complete") and info.get("images_per_class", -1) >= self.config.images_per_class):
+        stage = self.stage_dir("synthetic")
+        if not self._has_images(stage, self.config.images_per_class):
             raise StageError(f"the synthetic set in {stage.path} is not finished; run `dd generate {self.out}` first")
         return self._synthetic_subset(stage.path, self.config.images_per_class)
 
@@ -317,12 +321,13 @@ class Run:
         synthetic = synthetic_set.samples(self.dataset) if synthetic_set else []
         return TrainingData(real=real, synthetic=synthetic, real_weight=self.config.real_weight)
 
-    def classifier_stage(self) -> StageDir:
-        return StageDir(self.out, "classifier", self._keys["classifier"])
+    def stage_dir(self, kind: str) -> StageDir:
+        """The folder of this run's ``kind`` output (adapter, synthetic, classifier)."""
+        return StageDir(self.out, kind, self._keys[kind])
 
     def train(self) -> Path:
         def body() -> Path:
-            stage = self.classifier_stage()
+            stage = self.stage_dir("classifier")
             if stage.is_complete():
                 self._reuse(f"classifier '{self.choices['classifier']}'", stage.path)
                 return stage.path
@@ -340,7 +345,7 @@ class Run:
 
     def evaluate(self) -> dict[str, Any]:
         def body() -> dict[str, Any]:
-            stage = self.classifier_stage()
+            stage = self.stage_dir("classifier")
             if not stage.is_complete():
                 raise StageError(f"the classifier in {stage.path} is not trained yet; run `dd train {self.out}` first")
             test = self.dataset.test
@@ -369,19 +374,21 @@ class Run:
             "stages": self.choices, "keys": self._keys, "config_digest": digest(self.config.to_dict()),
         }
 
-    def run_all(self) -> dict[str, Any] | None:
-        """Every stage. With several processes, all share adapter training and generation;
-        the main process then trains and evaluates the classifier and returns the metrics,
-        the others return None."""
+    def run_all(self, stop_after: str | None = None) -> dict[str, Any] | None:
+        """Every stage, or those up to ``stop_after`` (one of ``STAGES``). With several
+        processes, all share adapter training and generation; the main process then trains
+        and evaluates the classifier and returns the metrics, the others return None."""
+        if stop_after is not None and stop_after not in STAGES:
+            raise ConfigError(f"--stop-after must be one of {', '.join(STAGES)}, not {stop_after!r}")
         lock = RunLock(_mkdir(self.out)) if self.process.is_main else contextlib.nullcontext()
         with lock:
-            self.prepare()
-            self.adapt()
-            self.generate()
-            if not self.process.is_main:
-                return None
-            self.train()
-            return self.evaluate()
+            for stage in STAGES:
+                if stage in ("train", "evaluate") and not self.process.is_main:
+                    return None
+                result = getattr(self, stage)()
+                if stage == stop_after:
+                    return None
+            return result
 
 
 def _mkdir(path: Path) -> Path:

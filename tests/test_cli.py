@@ -71,14 +71,24 @@ def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd
 
 def test_single_stage_commands_work_on_a_run_folder(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
-    assert run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "zero-shot", *FAST).returncode == 0
-    (out / "metrics.json").unlink()
-    for command in ("adapt", "generate", "train", "evaluate"):
+    prepared = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "datadream-dset",
+                      *FAST, *FAST_ADAPTER, "--stop-after", "prepare")
+    assert prepared.returncode == 0, prepared.stderr
+    assert "stopped after prepare" in prepared.stdout
+    assert (out / "run.json").is_file() and (out / "fewshot.json").is_file()
+    assert not (out / "adapter").exists()
+    early = run_dd("generate", str(out))
+    assert early.returncode == 1 and "run `dd adapt" in early.stderr
+    expected = {"adapt": "adapter/*/dataset/pytorch_lora_weights.safetensors", "generate": "synthetic/*/metadata.jsonl",
+                "train": "classifier/*/lora.safetensors", "evaluate": "metrics.json"}
+    for command, produced in expected.items():
         result = run_dd(command, str(out))
         assert result.returncode == 0, (command, result.stderr)
-    assert (out / "metrics.json").is_file()
+        assert list(out.glob(produced)), command
     missing = run_dd("evaluate", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "is not a run folder" in missing.stderr
+    wrong = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST, "--stop-after", "lunch")
+    assert wrong.returncode == 1 and "--stop-after must be one of" in wrong.stderr
 
 
 def test_the_offline_demo_runs_with_no_arguments(tmp_path, run_dd):
@@ -209,7 +219,7 @@ def test_ctrl_c_keeps_finished_images_and_the_rerun_resumes(tiny_folder, tmp_pat
     assert "interrupted" in stderr and "run the same command again to resume" in stderr
     kept = {p: p.stat().st_mtime_ns for p in out.glob("synthetic/*/*/*.png")}
     assert 5 <= len(kept) < 180
-    assert not list(out.rglob(".*.tmp-*"))  # no half-written file under any name
+    assert not list(out.rglob(".*.tmp"))  # no half-written file under any name
     rerun = subprocess.run(args, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(out.glob("synthetic/*/*/*.png"))) == 180

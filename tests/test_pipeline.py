@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,12 @@ from PIL import Image
 
 from ddcore.config import resolve
 from ddcore.errors import DDError, StageError
-from ddcore.generation import GenerationJob, image_seed, load_synthetic_set, plan_item
+from ddcore.generation import GenerationJob, image_seed, load_synthetic_set
 from ddcore.hookspecs import hookimpl
 from ddcore.pipeline import Run
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT
-from ddcore.records import Dataset, Prompt, Sample
+from ddcore.records import Dataset, Prompt
 from ddcore.stages import Filter, Generator
 from ddcore.store import atomic_write_bytes
 
@@ -76,7 +75,8 @@ def job(root: Path, generator, filt=None, count=5, batch=2, dataset=None, **kw) 
     prompts = {c: [Prompt(f"a photo of a {n}")] for c, n in enumerate(dataset.classnames)}
     return GenerationJob(dataset=dataset, prompts=prompts, generator=generator, filter=filt or KeepAll(),
                          root=root, count=count, run_seed=7, batch_size=batch,
-                         max_attempts_per_class=kw.pop("max_attempts", 40), reporter=SILENT, **kw)
+                         max_attempts_per_class=kw.pop("max_attempts", 40), reporter=SILENT,
+                         setup=lambda: generator.setup(None, None), **kw)
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:
@@ -95,7 +95,7 @@ def test_the_set_does_not_depend_on_batch_size(tmp_path):
     for batch in (1, 3, 8):
         gen = SeedColour()
         j = job(tmp_path / f"b{batch}", gen, batch=batch)
-        j.run(lambda: gen.setup(None, None))
+        j.run()
         j.finish({})
         results.append(folder_bytes(tmp_path / f"b{batch}"))
     assert results[0] == results[1] == results[2]
@@ -106,7 +106,7 @@ def test_interrupted_generation_resumes_without_redoing_work(tmp_path):
     reference_root, tmp_path = tmp_path / "ref", tmp_path / "interrupted"
     gen = SeedColour(fail_after=7)
     with pytest.raises(KeyboardInterrupt):
-        job(tmp_path, gen).run(lambda: None)
+        job(tmp_path, gen).run()
     files = list(tmp_path.rglob("*.png"))
     assert len(files) == 7  # every image rendered before the interrupt was kept
     assert not list(tmp_path.rglob(".*tmp*"))
@@ -115,7 +115,7 @@ def test_interrupted_generation_resumes_without_redoing_work(tmp_path):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     again = SeedColour()
     j = job(tmp_path, again)
-    j.run(lambda: None)
+    j.run()
     synthetic = j.finish({"generator": "seed-colour"})
     intact = {p: p.stat().st_mtime_ns for p in files if p != broken}
     # Only blocks with a missing image are rendered again (whole, so batches stay the same),
@@ -124,14 +124,14 @@ def test_interrupted_generation_resumes_without_redoing_work(tmp_path):
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in intact.items())
     assert len(synthetic.items) == 15
     fresh = SeedColour()
-    job(reference_root, fresh).run(lambda: None)
+    job(reference_root, fresh).run()
     assert folder_bytes(tmp_path) == folder_bytes(reference_root)
 
 
 def test_metadata_rows_describe_each_image(tmp_path):
     gen = SeedColour()
     j = job(tmp_path, gen, count=2)
-    j.run(lambda: None)
+    j.run()
     j.finish({"generator": "seed-colour", "steps": 0})
     rows = load_synthetic_set(tmp_path).items
     assert [r["file_name"] for r in rows[:2]] == ["class_0/00000.png", "class_0/00001.png"]
@@ -146,7 +146,7 @@ def test_filtered_generation_keeps_the_first_passing_attempts_whatever_the_batch
     for batch in (1, 4):
         gen = SeedColour()
         j = job(tmp_path / f"b{batch}", gen, filt=EvenOnly(), count=4, batch=batch)
-        j.run(lambda: None)
+        j.run()
         sets.append([r["file_name"] for r in j.finish({}).items])
     assert sets[0] == sets[1] and len(sets[0]) == 12
     counts = json.loads((tmp_path / "b4" / "counts.json").read_text())
@@ -160,7 +160,7 @@ def test_filter_bound_reached_is_recorded_not_a_crash(tmp_path):
             return [False] * len(images)
 
     j = job(tmp_path, SeedColour(), filt=DropAll(), count=3, max_attempts=5)
-    j.run(lambda: None)
+    j.run()
     synthetic = j.finish({})
     assert synthetic.items == []
     counts = json.loads((tmp_path / "counts.json").read_text())
@@ -171,9 +171,9 @@ def test_shards_together_make_the_same_set(tmp_path):
     from ddcore.generation import Shard
 
     for rank in range(3):
-        job(tmp_path / "sharded", SeedColour(), shard=Shard(rank, 3)).run(lambda: None)
+        job(tmp_path / "sharded", SeedColour(), shard=Shard(rank, 3)).run()
     whole = job(tmp_path / "whole", SeedColour())
-    whole.run(lambda: None)
+    whole.run()
     assert folder_bytes(tmp_path / "sharded") == folder_bytes(tmp_path / "whole")
 
 
@@ -192,7 +192,6 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def config_for(tiny_folder: Path, out: Path, *extra: str, **values):
     """A RunConfig from CLI-style FAST flags plus overrides."""
-    flags = dict(zip(FAST[0::2], FAST[1::2]))
     options: dict = {}
     cli = {}
     args = list(FAST) + list(extra)
@@ -267,12 +266,31 @@ def test_zero_shot_trains_nothing_and_real_finetune_makes_no_images(tiny_folder,
     zero = Run(config_for(tiny_folder, tmp_path / "zs", "--method", "zero-shot"))
     assert zero.choices["generator"] is None
     metrics = zero.run_all()
-    info = json.loads((zero.classifier_stage().path / "classifier.json").read_text())
+    info = json.loads((zero.stage_dir("classifier").path / "classifier.json").read_text())
     assert info["lora"] is False and info["prompts"][0] == "a photo of a blue stripes."
     assert not (zero.out / "synthetic").exists()
     assert 0.0 <= metrics["top1"] <= 1.0
     real = Run(config_for(tiny_folder, tmp_path / "rf", "--method", "real-finetune"))
     real.run_all()
     assert not (real.out / "synthetic").exists()
-    assert (real.classifier_stage().path / "lora.safetensors").is_file()
-    assert json.loads((real.classifier_stage().path / "stage.json").read_text())["real"] == 6
+    assert (real.stage_dir("classifier").path / "lora.safetensors").is_file()
+    assert json.loads((real.stage_dir("classifier").path / "stage.json").read_text())["real"] == 6
+
+
+def test_stage_keys_follow_what_each_output_depends_on(tiny_folder, tmp_path):
+    def keys(*extra, **values):
+        run = Run(config_for(tiny_folder, tmp_path / "run", "--method", "datadream-dset", *extra, **values))
+        run.prepare()
+        return run.keys()
+
+    base = keys()
+    template = keys("--set", "prompt_builder.template=a {domain}picture of a {classname}")
+    assert template["adapter"] != base["adapter"]  # adapters train on the prompts
+    assert template["synthetic"] != base["synthetic"]
+    rank = keys("--set", "adapter.rank=4")
+    assert rank["adapter"] != base["adapter"] and rank["synthetic"] != base["synthetic"]
+    classifier_only = keys("--set", "classifier.lr=0.5")
+    assert classifier_only["adapter"] == base["adapter"] and classifier_only["synthetic"] == base["synthetic"]
+    assert classifier_only["classifier"] != base["classifier"]
+    other_shots = keys(seed=3)
+    assert other_shots["data"] != base["data"] and other_shots["adapter"] != base["adapter"]

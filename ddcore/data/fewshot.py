@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 from ddcore.data.images import load_rgb
 from ddcore.data.splits import parse_rows, read_json
 from ddcore.errors import DataError
+from ddcore.store import atomic_write_text
 from ddcore.records import Dataset, Sample
 
 
@@ -83,7 +82,7 @@ def save_fewshot(path: Path, shots: list[Sample], dataset: Dataset, *, k: int, s
     if rows:
         lines[-1] = lines[-1][:-1]  # no trailing comma after the last row
     lines += ["  ]", "}"]
-    _write_atomic(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def load_fewshot(path: Path, dataset: Dataset) -> list[Sample]:
@@ -180,18 +179,3 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

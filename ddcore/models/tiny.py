@@ -10,12 +10,11 @@ import contextlib
 import gzip
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..store import atomic_write_text
 from .paths import dd_home
 
 TINY_CLIP_NAME = "dd-tiny-clip"
@@ -26,21 +25,6 @@ _N_MERGES = 49152 - 256 - 2
 
 
 # --------------------------------------------------------------------------- tokenizer files
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def clip_bpe_tokenizer_files(dest: Path) -> Path:
@@ -60,8 +44,8 @@ def clip_bpe_tokenizer_files(dest: Path) -> Path:
     vocab += ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     encoder = {tok: i for i, tok in enumerate(vocab)}
-    _atomic_write_text(dest / "vocab.json", json.dumps(encoder, ensure_ascii=False))
-    _atomic_write_text(dest / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
+    atomic_write_text(dest / "vocab.json", json.dumps(encoder, ensure_ascii=False))
+    atomic_write_text(dest / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
     return dest
 
 

@@ -147,7 +147,6 @@ class ClipClassifier(Classifier):
         (out_dir / CHECKPOINT).unlink(missing_ok=True)  # the final weights supersede it
 
     def _loader(self, samples, context, generator, num_samples):
-        import torch
         from torch.utils.data import DataLoader, RandomSampler
 
         sampler = RandomSampler(range(len(samples)), replacement=num_samples > len(samples),

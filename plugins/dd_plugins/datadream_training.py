@@ -81,6 +81,9 @@ class LoraTrainer:
 
         self.options, self.context, self.out_dir = options, context, out_dir
         self.shard = shard  # processes sharing each batch (data parallelism); one by default
+        if shard.world_size > options.batch_size:
+            raise ConfigError(f"adapter.batch_size {options.batch_size} is smaller than the {shard.world_size} "
+                              "processes sharing each batch; raise it or launch fewer processes")
         self.device = context.device
         self.dtype = training_dtype(options.mixed_precision, self.device)
         pipe = load_sd_pipeline(context.config.base_model, device=self.device, dtype=self.dtype)
