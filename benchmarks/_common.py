@@ -1,0 +1,344 @@
+"""Shared helpers of the speed benchmarks: arguments, base models, toy data, timing, reports.
+
+Nothing here is timed itself. The base models are saved once into a cache folder
+(``/tmp/dd-bench-tiny``, ``/tmp/dd-bench-sd21``) so that both our code and the plain loops load
+the very same weights from disk, by folder path, as a user's ``--base-model FOLDER`` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Offline and hermetic, as in the test suite; set before ddcore/diffusers are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DD_BUILTIN_PLUGINS_ONLY", "1")
+os.environ.setdefault("DD_HOME", "/tmp/dd-bench-home")
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+MODEL_FOLDERS = {"tiny": Path("/tmp/dd-bench-tiny"), "sd21-shapes": Path("/tmp/dd-bench-sd21")}
+
+# Ten easily told apart classes: a coloured square on noise.
+COLOURS = {
+    "red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220), "yellow": (230, 220, 40),
+    "purple": (140, 40, 200), "orange": (240, 140, 30), "cyan": (40, 210, 220), "pink": (240, 120, 190),
+    "brown": (120, 70, 30), "grey": (128, 128, 128),
+}
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODEL_FOLDERS), default="tiny",
+                   help="tiny: the project's tiny random SD; sd21-shapes: SD 2.1-base architecture, random weights")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--out", type=Path, default=None, help="JSON results file (default benchmarks/results/<name>.json)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (after one warm-up)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary folder)")
+    return p
+
+
+def finish_args(args: argparse.Namespace, name: str, defaults: dict[str, dict[str, Any]]) -> argparse.Namespace:
+    """Fill options left at None with the model's defaults; pick the output path."""
+    for key, value in defaults[args.model].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.out is None:
+        args.out = RESULTS / f"{name}.json"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available here")
+    return args
+
+
+def workdir(args: argparse.Namespace, prefix: str) -> Path:
+    import tempfile
+
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return args.workdir
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def clean_workdir(args: argparse.Namespace, work: Path) -> None:
+    """Remove the scratch folder unless the user named it (``--workdir``)."""
+    import shutil
+
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' warnings and progress bars out of the tables."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
+# --------------------------------------------------------------------------- base models
+
+
+def sd21_shapes_pipeline():
+    """Stable Diffusion 2.1-base's architecture (U-Net, VAE, OpenCLIP ViT-H text encoder) with
+    random weights: the same shapes and FLOPs as the real model, nothing downloaded."""
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ddcore.models.tiny import tiny_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
+        cross_attention_dim=1024, use_linear_projection=True, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+        block_out_channels=[128, 256, 512, 512], norm_num_groups=32,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+        num_hidden_layers=23, hidden_act="gelu", projection_dim=512, max_position_embeddings=77,
+        layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
+    ))
+    # SD 2.1-base ships PNDM (skip_prk_steps) with the scaled-linear betas and epsilon targets.
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+                              prediction_type="epsilon", num_train_timesteps=1000)
+    return StableDiffusionPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tiny_clip_tokenizer(),
+                                   unet=unet.eval(), scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+
+
+def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
+    """The model's pipeline folder, saved with ``save_pretrained`` on first use (fp32 weights,
+    as the hub's default files)."""
+    folder = MODEL_FOLDERS[model]
+    if (folder / "model_index.json").is_file():
+        return folder
+    log(f"saving the {model} base model to {folder} (once)...")
+    start = time.perf_counter()
+    if model == "tiny":
+        from ddcore.models import save_tiny_sd
+
+        save_tiny_sd(folder)
+    else:
+        sd21_shapes_pipeline().save_pretrained(str(folder))
+    log(f"  done in {time.perf_counter() - start:.0f} s")
+    return folder
+
+
+def plain_dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    """``dtype=`` on diffusers that take it, else ``torch_dtype=`` (as any user script would)."""
+    from diffusers.pipelines import pipeline_utils
+
+    return {"dtype": dtype} if hasattr(pipeline_utils, "_resolve_dtype") else {"torch_dtype": dtype}
+
+
+def generation_dtype(device: str) -> torch.dtype:
+    """What the txt2img generator uses by default (dtype=auto): fp16 on a GPU, fp32 on the CPU."""
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def training_dtype(device: str) -> torch.dtype:
+    """What the adapter uses by default (mixed_precision=auto): bf16 (else fp16) on a GPU, fp32 on the CPU."""
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# --------------------------------------------------------------------------- data and runs
+
+
+def write_image_folder(root: Path, classes: int, train: int, size: int = 64, test: int = 1) -> Path:
+    """DATA/{train,test}/<colour>_square/NNN.png: a coloured square on noise, ``size`` px."""
+    names = list(COLOURS)[:classes]
+    if len(names) < classes:
+        raise SystemExit(f"at most {len(COLOURS)} classes")
+    for split, count in (("train", train), ("test", test)):
+        for c, name in enumerate(names):
+            folder = root / split / f"{name}_square"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                rng = np.random.default_rng(c * 1000 + i + (500 if split == "test" else 0))
+                pixels = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)
+                q = size // 4
+                pixels[q:size - q, q:size - q] = COLOURS[name]
+                Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+    return root
+
+
+def run_config(data: Path, out: Path, *, method: str, base: Path, device: str, shots: int, images_per_class: int,
+               steps: int, resolution: int, batch_size: int, seed: int = 0, adapter: dict | None = None):
+    """A RunConfig as ``dd`` would build it from CLI flags (``ddcore.config.resolve``)."""
+    from ddcore.config import resolve
+
+    options = {"adapter": dict(adapter)} if adapter else {}
+    return resolve({}, {
+        "data": str(data), "out": str(out), "method": method, "base_model": str(base), "device": device,
+        "shots": shots, "images_per_class": images_per_class, "steps": steps, "resolution": resolution,
+        "batch_size": batch_size, "seed": seed, "classifier_model": "tiny", "options": options,
+    })
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def plain_generate(pipe, items, out: Path, args: argparse.Namespace) -> None:
+    """The plain diffusers way to make ``items`` ((prompt, seed, file name) triples): batched
+    ``pipe(...)`` calls with one CPU generator per image, each image saved as a PNG."""
+    for start in range(0, len(items), args.batch):
+        chunk = items[start:start + args.batch]
+        images = pipe(prompt=[p for p, _, _ in chunk],
+                      generator=[torch.Generator(device="cpu").manual_seed(s) for _, s, _ in chunk],
+                      num_inference_steps=args.steps, guidance_scale=args.guidance,
+                      height=args.resolution, width=args.resolution).images
+        for (_, _, name), image in zip(chunk, images):
+            path = out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: str, collect: bool = True) -> tuple[float, Any]:
+    """Seconds ``fn()`` takes (the device synchronised at both ends) and its result.
+
+    A full garbage collection first, so that each timed section starts from a clean heap: with
+    the tiny models a collection that happens to fire inside one side (e.g. while a tokenizer's
+    JSON is parsed) costs as much as the work itself. The collector stays on while timing.
+    ``collect=False`` for a section timed inside another one."""
+    if collect:
+        gc.collect()
+    sync(device)
+    start = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, result
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    return {"times_s": [round(t, 4) for t in times], "median_s": statistics.median(times), "best_s": min(times)}
+
+
+def ratio(ours: float, plain: float) -> float:
+    return ours / plain if plain > 0 else float("nan")
+
+
+def rss_mb() -> float:
+    """Current resident set size (Linux)."""
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process so far.
+
+    Linux's ``VmHWM`` (/proc/self/status), where available: ``getrusage().ru_maxrss`` is carried
+    over fork and exec, so a child started by a process holding 10 GiB reports at least 10 GiB
+    whatever it does itself; VmHWM belongs to the child's own address space. Elsewhere,
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def environment(device: str) -> dict[str, Any]:
+    import diffusers
+    import peft
+    import transformers
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    env = {
+        "date": _dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+        "peft": peft.__version__, "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "device": device, "git_commit": commit,
+    }
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]], note: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=note)
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[fmt(v) for v in row])
+    console.print(table)
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"results written to {path}")

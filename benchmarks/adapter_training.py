@@ -1,0 +1,333 @@
+"""Speed of DataDream adapter training: our LoraTrainer versus a plain train_dreambooth_lora loop.
+
+Ours: the real ``datadream-dset`` adapter plugin's ``LoraTrainer`` built from a Run (method
+datadream-dset) on a small image folder; ``train(group)`` is timed for ``--steps`` steps. Its
+setup (pipeline load, LoRA, the shots' VAE latents computed once) is timed apart.
+
+Plain: the loop of diffusers' ``examples/dreambooth/train_dreambooth_lora.py`` written out here:
+the same pipeline folder, the same peft ``LoraConfig`` on the U-Net (to_q, to_k, to_v, to_out.0)
+and the text encoder (q_proj, k_proj, v_proj, out_proj), AdamW, and per step: a DataLoader batch
+(open, resize, random crop, normalise, tokenize), VAE encode of the pixels, noise, timesteps, text
+encoder, U-Net, MSE, backward, gradient clipping, optimiser and LR-scheduler steps. Same batch
+size, resolution, number of steps, dtype; both save the LoRA at the end.
+
+The ratio is ours / plain (time per step); below 1 means ours is faster. Peak memory comes from
+one child process per side (``--probe``), so the two sides do not share a process's peak.
+
+    python benchmarks/adapter_training.py --model tiny --device cpu
+    python benchmarks/adapter_training.py --model sd21-shapes --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import _common as C  # first: sets the offline environment before the heavy imports
+import torch
+import torch.nn.functional as F
+
+NAME = "adapter_training"
+DEFAULTS = {
+    "tiny": {"steps": 100, "batch": 4, "resolution": 32},
+    "sd21-shapes": {"steps": 20, "batch": 8, "resolution": 512},
+}
+UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+def arguments():
+    p = C.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps per timed repetition")
+    p.add_argument("--batch", type=int, default=None, help="images per step")
+    p.add_argument("--resolution", type=int, default=None, help="training resolution, px")
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--shots", type=int, default=4, help="images per class")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
+    p.add_argument("--probe", choices=["ours", "plain"], help=argparse.SUPPRESS)  # internal: one side's memory
+    return C.finish_args(p.parse_args(), NAME, DEFAULTS)
+
+
+# --------------------------------------------------------------------------- ours
+
+
+class Ours:
+    """The datadream-dset adapter's trainer, built exactly as ``Run.adapt()`` builds it."""
+
+    def __init__(self, args, base: Path, data: Path, work: Path) -> None:
+        from dd_plugins.datadream import DATASET_GROUP, Group
+        from dd_plugins.datadream_training import LoraTrainer
+
+        from ddcore.pipeline import Run
+
+        config = C.run_config(data, work / "ours-run", method="datadream-dset", base=base, device=args.device,
+                              shots=args.shots, images_per_class=1, steps=1, resolution=args.resolution,
+                              batch_size=args.batch, seed=args.seed,
+                              adapter={"max_steps": args.steps, "batch_size": args.batch, "rank": args.rank,
+                                       "checkpoint_every": 10**9})
+        run = Run(config)
+        run.prepare()
+        run._build_prompts()  # what Run.adapt() does before fit()
+        adapter = run.stages["adapter"]
+        self.out = work / "ours-adapter"
+        self.setup_s, self.trainer = C.timed(lambda: LoraTrainer(adapter.options, run.context, self.out), args.device)
+        self.shots = len(run.context.shots)
+        self.group = lambda steps: Group(DATASET_GROUP, list(range(self.shots)), steps)
+        self.prompts = {c: p[0].text for c, p in run.context.prompts.items()}
+        self.dtype = self.trainer.dtype
+
+    def train(self, steps: int) -> None:
+        self.trainer.train(self.group(steps))
+
+
+# --------------------------------------------------------------------------- plain
+
+
+class DreamBoothDataset(torch.utils.data.Dataset):
+    """train_dreambooth_lora.py's dataset: each item opened, transformed and tokenized on access."""
+
+    def __init__(self, paths: list[Path], prompts: list[str], tokenizer, size: int) -> None:
+        from torchvision import transforms
+
+        self.paths, self.prompts, self.tokenizer = paths, prompts, tokenizer
+        self.transforms = transforms.Compose([
+            transforms.Resize(size, interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.RandomCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5], [0.5]),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        from PIL import Image
+        from PIL.ImageOps import exif_transpose
+
+        image = exif_transpose(Image.open(self.paths[index]))
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        ids = self.tokenizer(self.prompts[index], truncation=True, padding="max_length",
+                             max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
+        return {"pixel_values": self.transforms(image), "input_ids": ids}
+
+
+def collate(examples: list[dict]) -> dict:
+    pixels = torch.stack([e["pixel_values"] for e in examples]).to(memory_format=torch.contiguous_format).float()
+    return {"pixel_values": pixels, "input_ids": torch.cat([e["input_ids"] for e in examples])}
+
+
+class Plain:
+    """The plain diffusers + peft LoRA DreamBooth loop (no DataDream code)."""
+
+    def __init__(self, args, base: Path, data: Path, work: Path, prompts: dict[int, str]) -> None:
+        self.args, self.base, self.out = args, base, work / "plain-lora"
+        self.device, self.dtype = args.device, C.training_dtype(args.device)
+        self.setup_s, _ = C.timed(lambda: self._setup(data, prompts), args.device)
+
+    def _setup(self, data: Path, prompts: dict[int, str]) -> None:
+        from diffusers import DDPMScheduler, StableDiffusionPipeline
+        from peft import LoraConfig
+
+        args = self.args
+        pipe = StableDiffusionPipeline.from_pretrained(str(self.base), safety_checker=None,
+                                                       requires_safety_checker=False, **C.plain_dtype_kwargs(self.dtype))
+        pipe.to(self.device)
+        self.unet, self.text_encoder, self.vae, tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        for module in (self.unet, self.text_encoder, self.vae):
+            module.requires_grad_(False)
+        self.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                         target_modules=UNET_TARGETS))
+        self.text_encoder.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                                 target_modules=TEXT_TARGETS))
+        self.params = [p for m in (self.unet, self.text_encoder) for p in m.parameters() if p.requires_grad]
+        for p in self.params:  # cast_training_params: trainable LoRA weights in fp32
+            p.data = p.data.float()
+        classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
+        paths, texts = [], []
+        for label, name in enumerate(classes):
+            for path in sorted((data / "train" / name).glob("*.png"))[: args.shots]:
+                paths.append(path)
+                texts.append(prompts[label])
+        dataset = DreamBoothDataset(paths, texts, tokenizer, args.resolution)
+        # drop_last: every step gets a full batch, as ours does (it fills an epoch's last batch up),
+        # so both sides do the same work per step whatever the shot count.
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=min(args.batch, len(dataset)), shuffle=True,
+                                                  collate_fn=collate, num_workers=0, drop_last=True)
+
+    def _batches(self):
+        while True:  # epochs, reshuffled each time, as the example's DataLoader loop
+            yield from self.loader
+
+    def train(self, steps: int) -> None:
+        from diffusers import StableDiffusionPipeline
+        from diffusers.optimization import get_scheduler
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        optimizer = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=100, num_training_steps=steps)
+        self.unet.train()
+        self.text_encoder.train()
+        autocast = torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32)
+        batches = self._batches()
+        for _ in range(steps):
+            batch = next(batches)
+            pixel_values = batch["pixel_values"].to(self.device, dtype=self.dtype)
+            model_input = self.vae.encode(pixel_values).latent_dist.sample() * self.vae.config.scaling_factor
+            noise = torch.randn_like(model_input)
+            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (model_input.shape[0],),
+                                      device=model_input.device).long()
+            noisy = self.noise_scheduler.add_noise(model_input, noise, timesteps)
+            with autocast:
+                hidden = self.text_encoder(batch["input_ids"].to(self.device))[0]
+                prediction = self.unet(noisy, timesteps, hidden).sample
+            if self.noise_scheduler.config.prediction_type == "v_prediction":
+                target = self.noise_scheduler.get_velocity(model_input, noise, timesteps)
+            else:
+                target = noise
+            loss = F.mse_loss(prediction.float(), target.float(), reduction="mean")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+        StableDiffusionPipeline.save_lora_weights(
+            str(self.out),
+            unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet)),
+            text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(self.text_encoder)),
+            safe_serialization=True,
+        )
+
+
+# --------------------------------------------------------------------------- memory probe
+
+
+def probe(args) -> None:
+    """One side alone in this process: setup, then ``--steps`` steps; print its peak memory."""
+    import shutil
+
+    C.quiet_libraries()
+    before = C.rss_mb()
+    work = C.workdir(args, "dd-bench-probe-")
+    data = C.write_image_folder(work / "data", args.classes, args.shots)
+    base = C.base_model_folder(args.model)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    prompts = {c: f"a photo of a {name.replace('_', ' ')}" for c, name in
+               enumerate(sorted(p.name for p in (data / "train").iterdir()))}
+    side = Ours(args, base, data, work) if args.probe == "ours" else Plain(args, base, data, work, prompts)
+    after_setup = C.peak_rss_mb()
+    torch.manual_seed(args.seed)
+    side.train(args.steps)
+    result = {"rss_before_mb": before, "peak_rss_after_setup_mb": after_setup, "peak_rss_mb": C.peak_rss_mb()}
+    if args.device == "cuda":
+        result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print("PROBE " + json.dumps(result))
+
+
+def memory(args, side: str) -> dict:
+    cmd = [sys.executable, __file__, "--probe", side, "--model", args.model, "--device", args.device,
+           "--steps", str(args.steps), "--batch", str(args.batch), "--resolution", str(args.resolution),
+           "--classes", str(args.classes), "--shots", str(args.shots), "--rank", str(args.rank),
+           "--seed", str(args.seed)]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("PROBE "):
+            return json.loads(line[6:])
+    raise SystemExit(f"memory probe for {side} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    args = arguments()
+    if args.probe:
+        return probe(args)
+    C.quiet_libraries()
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    base = C.base_model_folder(args.model)
+    work = C.workdir(args, "dd-bench-train-")
+    data = C.write_image_folder(work / "data", args.classes, args.shots)
+    print(f"{args.model} on {args.device}: {args.classes} classes x {args.shots} shots, {args.resolution} px, "
+          f"batch {args.batch}, {args.steps} steps x {args.repeats} repeats (+1 warm-up); work dir {work}")
+
+    # Each side is set up once untimed (first imports, kernels, file cache), then again timed.
+    ours = Ours(args, base, data, work)
+    prompts = ours.prompts
+    del ours
+    Plain(args, base, data, work, prompts)  # built and dropped
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    ours = Ours(args, base, data, work)
+    plain = Plain(args, base, data, work, prompts)
+    assert ours.dtype == plain.dtype, (ours.dtype, plain.dtype)
+
+    warm = min(2, args.steps)
+    for side in (ours, plain):
+        torch.manual_seed(args.seed)
+        side.train(warm)
+    times = {"ours": [], "plain": []}
+    for r in range(args.repeats):  # alternate, so slow drifts of the machine hit both sides
+        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
+        for name, side in order:
+            torch.manual_seed(args.seed + r)
+            seconds, _ = C.timed(lambda side=side: side.train(args.steps), args.device)
+            times[name].append(seconds)
+            print(f"  repeat {r + 1}: {name:5s} {seconds:.3f} s ({args.steps / seconds:.2f} steps/s)")
+
+    result = {"ours": C.summary(times["ours"]), "plain": C.summary(times["plain"])}
+    for name, side in (("ours", ours), ("plain", plain)):
+        s = result[name]
+        s["steps_per_s_median"] = args.steps / s["median_s"]
+        s["steps_per_s_best"] = args.steps / s["best_s"]
+        s["setup_s"] = side.setup_s
+    result["ratio_time_median"] = C.ratio(result["ours"]["median_s"], result["plain"]["median_s"])
+    result["ratio_time_best"] = C.ratio(result["ours"]["best_s"], result["plain"]["best_s"])
+    result["ratio_setup"] = C.ratio(ours.setup_s, plain.setup_s)
+    if not args.no_memory:
+        del ours, plain
+        for name in ("ours", "plain"):
+            result[name]["memory"] = memory(args, name)
+
+    rows = [
+        ["steps/s (median)", result["ours"]["steps_per_s_median"], result["plain"]["steps_per_s_median"],
+         result["ratio_time_median"]],
+        ["steps/s (best)", result["ours"]["steps_per_s_best"], result["plain"]["steps_per_s_best"],
+         result["ratio_time_best"]],
+        [f"s per {args.steps} steps (median)", result["ours"]["median_s"], result["plain"]["median_s"],
+         result["ratio_time_median"]],
+        ["setup s (load, LoRA, latents)", result["ours"]["setup_s"], result["plain"]["setup_s"], result["ratio_setup"]],
+    ]
+    if not args.no_memory:
+        key = "cuda_max_allocated_mb" if args.device == "cuda" else "peak_rss_mb"
+        label = "peak CUDA allocated MiB" if args.device == "cuda" else "peak RSS MiB (own process)"
+        o, p = result["ours"]["memory"][key], result["plain"]["memory"][key]
+        rows.append([label, o, p, C.ratio(o, p)])
+        if args.device != "cuda":  # the libraries alone take several hundred MiB; show what the work adds
+            o -= result["ours"]["memory"]["rss_before_mb"]
+            p -= result["plain"]["memory"]["rss_before_mb"]
+            rows.append(["  of which above the imports", o, p, C.ratio(o, p)])
+    C.print_table(f"Adapter training: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,
+                  note="ratio < 1: ours is faster (or smaller)")
+    C.write_json(args.out, {
+        "benchmark": NAME, "model": args.model, "device": args.device,
+        "settings": {k: getattr(args, k) for k in ("steps", "batch", "resolution", "classes", "shots", "rank",
+                                                   "repeats", "seed")},
+        "dtype": str(C.training_dtype(args.device)), "env": C.environment(args.device), **result,
+    })
+    C.clean_workdir(args, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Speed of generation: our GenerationJob + txt2img generator versus plain diffusers calls.
+
+Ours: a Run with method ``sd-txt2img`` (no adapter) on a small image folder; ``run.generate()``
+is timed on a fresh output folder. That includes loading the pipeline (the generator's setup,
+also timed on its own), planning, one ``torch.Generator`` per image, the denoising, and writing
+each PNG atomically (encode, write, fsync, rename) plus metadata.jsonl and stage.json.
+
+Plain: what a user's script does: ``StableDiffusionPipeline.from_pretrained(folder)``, then per
+class ``pipe(prompt=[p] * B, generator=[torch.Generator().manual_seed(s) ...], ...)`` in batches
+of the same size, saving each image with ``image.save(path)``. Same prompts, seeds, images,
+steps, guidance, resolution, dtype.
+
+The ratio is ours / plain (time); below 1 means ours is faster.
+
+    python benchmarks/generation.py --model tiny --device cpu
+    python benchmarks/generation.py --model sd21-shapes --device cuda
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import _common as C  # first: sets the offline environment before the heavy imports
+import torch
+
+NAME = "generation"
+DEFAULTS = {
+    "tiny": {"images_per_class": 16, "classes": 3, "steps": 10, "batch": 4, "resolution": 32},
+    "sd21-shapes": {"images_per_class": 16, "classes": 3, "steps": 25, "batch": 8, "resolution": 512},
+}
+
+
+def arguments():
+    p = C.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--classes", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps")
+    p.add_argument("--batch", type=int, default=None, help="images per pipeline call")
+    p.add_argument("--resolution", type=int, default=None, help="px")
+    p.add_argument("--guidance", type=float, default=2.0)
+    return C.finish_args(p.parse_args(), NAME, DEFAULTS)
+
+
+class Ours:
+    def __init__(self, args, base: Path, data: Path, work: Path) -> None:
+        self.args, self.base, self.data, self.work = args, base, data, work
+        self.count = 0
+
+    def config(self, out: Path):
+        a = self.args
+        return C.run_config(self.data, out, method="sd-txt2img", base=self.base, device=a.device, shots=1,
+                            images_per_class=a.images_per_class, steps=a.steps, resolution=a.resolution,
+                            batch_size=a.batch, seed=a.seed)
+
+    def plan(self):
+        """The prompts and seeds our run uses, for the plain side to make the same images."""
+        from ddcore.generation import plan_item
+        from ddcore.pipeline import Run
+
+        run = Run(self.config(self.work / "plan"))
+        run.prepare()
+        prompts = run._build_prompts()
+        return [[(item.prompt.text, item.seed, item.file_name)
+                 for item in (plan_item(run.dataset, prompts, run.config.seed, c, i)
+                              for i in range(self.args.images_per_class))]
+                for c in range(run.dataset.num_classes)]
+
+    def generate(self) -> dict:
+        """One timed run.generate() on a fresh output folder (Run built and prepared untimed)."""
+        from ddcore.pipeline import Run
+
+        self.count += 1
+        out = self.work / f"ours-{self.count}"
+        run = Run(self.config(out))
+        run.prepare()
+        generator = run.stages["generator"]
+        setup = generator.setup
+        clock = {}
+
+        def timed_setup(context, adapter_dir):  # to report the pipeline load apart
+            clock["setup_s"], _ = C.timed(lambda: setup(context, adapter_dir), self.args.device, collect=False)
+
+        generator.setup = timed_setup
+        seconds, synthetic = C.timed(run.generate, self.args.device)
+        assert len(synthetic.items) == self.args.images_per_class * len(self.args.class_names)
+        shutil.rmtree(out, ignore_errors=True)
+        return {"total_s": seconds, "setup_s": clock["setup_s"]}
+
+
+class Plain:
+    def __init__(self, args, base: Path, work: Path, plan) -> None:
+        self.args, self.base, self.work, self.plan = args, base, work, plan
+        self.count = 0
+
+    def generate(self) -> dict:
+        a = self.args
+        self.count += 1
+        out = self.work / f"plain-{self.count}"
+        clock = {}
+
+        def body() -> None:
+            from diffusers import StableDiffusionPipeline
+
+            clock["setup_s"], pipe = C.timed(lambda: StableDiffusionPipeline.from_pretrained(
+                str(self.base), safety_checker=None, requires_safety_checker=False,
+                **C.plain_dtype_kwargs(C.generation_dtype(a.device))).to(a.device), a.device, collect=False)
+            pipe.set_progress_bar_config(disable=True)
+            for items in self.plan:
+                C.plain_generate(pipe, items, out, a)
+
+        seconds, _ = C.timed(body, a.device)
+        shutil.rmtree(out, ignore_errors=True)
+        return {"total_s": seconds, "setup_s": clock["setup_s"]}
+
+
+def main() -> None:
+    args = arguments()
+    C.quiet_libraries()
+    torch.manual_seed(args.seed)
+    base = C.base_model_folder(args.model)
+    work = C.workdir(args, "dd-bench-gen-")
+    data = C.write_image_folder(work / "data", args.classes, train=1)
+    args.class_names = sorted(p.name for p in (data / "train").iterdir())
+    total = args.images_per_class * args.classes
+    print(f"{args.model} on {args.device}: {args.classes} classes x {args.images_per_class} images = {total}, "
+          f"{args.resolution} px, {args.steps} steps, batch {args.batch}, guidance {args.guidance}; "
+          f"{args.repeats} repeats (+1 warm-up); work dir {work}")
+
+    ours = Ours(args, base, data, work)
+    plain = Plain(args, base, work, ours.plan())
+    for side in (ours, plain):  # warm-up
+        torch.manual_seed(args.seed)
+        side.generate()
+    runs = {"ours": [], "plain": []}
+    for r in range(args.repeats):
+        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
+        for name, side in order:
+            torch.manual_seed(args.seed + r)
+            result = side.generate()
+            runs[name].append(result)
+            print(f"  repeat {r + 1}: {name:5s} {result['total_s']:.3f} s ({total / result['total_s']:.2f} images/s; "
+                  f"pipeline load {result['setup_s']:.3f} s)")
+
+    result = {}
+    for name in ("ours", "plain"):
+        s = C.summary([x["total_s"] for x in runs[name]])
+        s["images_per_s_median"] = total / s["median_s"]
+        s["images_per_s_best"] = total / s["best_s"]
+        load = C.summary([x["setup_s"] for x in runs[name]])
+        s["load_median_s"] = load["median_s"]
+        rest = [x["total_s"] - x["setup_s"] for x in runs[name]]
+        s["images_per_s_excluding_load_median"] = total / C.summary(rest)["median_s"]
+        result[name] = s
+    result["ratio_time_median"] = C.ratio(result["ours"]["median_s"], result["plain"]["median_s"])
+    result["ratio_time_best"] = C.ratio(result["ours"]["best_s"], result["plain"]["best_s"])
+    result["ratio_time_excluding_load_median"] = C.ratio(result["plain"]["images_per_s_excluding_load_median"],
+                                                         result["ours"]["images_per_s_excluding_load_median"])
+    result["ratio_load_median"] = C.ratio(result["ours"]["load_median_s"], result["plain"]["load_median_s"])
+
+    o, p = result["ours"], result["plain"]
+    rows = [
+        ["images/s (median)", o["images_per_s_median"], p["images_per_s_median"], result["ratio_time_median"]],
+        ["images/s (best)", o["images_per_s_best"], p["images_per_s_best"], result["ratio_time_best"]],
+        [f"s for {total} images (median)", o["median_s"], p["median_s"], result["ratio_time_median"]],
+        ["  pipeline load s (median)", o["load_median_s"], p["load_median_s"], result["ratio_load_median"]],
+        ["  images/s without the load", o["images_per_s_excluding_load_median"],
+         p["images_per_s_excluding_load_median"], result["ratio_time_excluding_load_median"]],
+    ]
+    C.print_table(f"Generation: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,
+                  note="ratio < 1: ours is faster")
+    C.write_json(args.out, {
+        "benchmark": NAME, "model": args.model, "device": args.device,
+        "settings": {k: getattr(args, k) for k in ("images_per_class", "classes", "steps", "batch", "resolution",
+                                                   "guidance", "repeats", "seed")},
+        "dtype": str(C.generation_dtype(args.device)), "env": C.environment(args.device), **result,
+    })
+    C.clean_workdir(args, work)
+
+
+if __name__ == "__main__":
+    main()
