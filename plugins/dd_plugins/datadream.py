@@ -103,8 +103,9 @@ class DataDreamAdapter(Adapter):
     def fit(self, context, out_dir: Path) -> None:
         from dd_plugins.datadream_training import LoraTrainer
 
-        from ddcore.distributed import ProcessInfo, wait_for_everyone
+        from ddcore.distributed import ProcessInfo
 
+        # The pipeline waits for every process after fit() returns; nothing to sync here.
         me = ProcessInfo(context.rank, context.world_size)
         groups = [g for g in self.groups(context) if not (out_dir / g.name / WEIGHTS).is_file()]
         if self.per_class:  # classes are dealt out to processes; each trains its own alone
@@ -117,10 +118,6 @@ class DataDreamAdapter(Adapter):
                 trainer.train(group)
                 if shard.is_main:
                     self._write_info(context, out_dir / group.name, group)
-        wait_for_everyone(me)
-        missing = [g.name for g in self.groups(context) if not (out_dir / g.name / WEIGHTS).is_file()]
-        if missing:
-            raise StageError(f"adapter training left no weights for: {', '.join(missing[:5])}; rerun to resume")
 
     def _write_info(self, context, folder: Path, group: Group) -> None:
         from ddcore.models import model_identity
