@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.panel import Panel
 
 from ddcore.config import DEMO_PROFILE, load_toml, parse_set, resolve
+from ddcore.search import parse_grid
 from ddcore.errors import DDError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import plugin_rows, plugins_table, print_json, results_table, results_title
+from dd_cli.render import (plugin_rows, plugins_table, predictions_table, print_json, results_table,
+                           results_title)
 
 app = typer.Typer(
     add_completion=False,
@@ -68,9 +70,9 @@ def run(
     prompt_builder: Optional[str] = Opt(None, "--prompt-builder", help="Override the method's prompt builder."),
     generator: Optional[str] = Opt(None, "--generator", help="Override the method's generator."),
     filter: Optional[str] = Opt(None, "--filter", help="Override the method's filter."),
-    classifier: Optional[str] = Opt(None, "--classifier", help="Classifier plugin. Default clip."),
+    classifier: Optional[str] = Opt(None, "--classifier", help="Classifier plugin: clip-vitb16 (default), clip-vitl14, clip-rn50, timm."),
     base_model: Optional[str] = Opt(None, "--base-model", help="Diffusion base: hub id, local diffusers folder, or 'tiny'."),
-    classifier_model: Optional[str] = Opt(None, "--classifier-model", help="open_clip model: NAME:TAG, local-dir:PATH, hf-hub:ORG/REPO, or 'tiny'."),
+    classifier_model: Optional[str] = Opt(None, "--classifier-model", help="Override the classifier's weights: open_clip NAME:TAG (or a timm name), local-dir:PATH, hf-hub:ORG/REPO, or 'tiny'."),
     images_per_class: Optional[int] = Opt(None, "--images-per-class", help="Synthetic images per class. Default 500."),
     resolution: Optional[int] = Opt(None, "--resolution", help="Generation (and adapter training) resolution. Default 512."),
     steps: Optional[int] = Opt(None, "--steps", help="Inference steps. Default 50."),
@@ -78,6 +80,9 @@ def run(
     batch_size: Optional[int] = Opt(None, "--batch-size", help="Images per generation batch. Default 8."),
     train_on: Optional[str] = Opt(None, "--train-on", help="real+synthetic, synthetic, real or none (zero-shot)."),
     real_weight: Optional[float] = Opt(None, "--real-weight", help="lambda in lambda*CE(real) + (1-lambda)*CE(synthetic). Default 0.8."),
+    synthetic: Optional[Path] = Opt(None, "--synthetic", help="Train on this synthetic set (a dd set or one folder per class) instead of generating one."),
+    search: Optional[bool] = Opt(None, "--search", help="Choose the classifier's lr, weight decay and Mixup/CutMix on validation images (the paper's grid)."),
+    search_grid: Optional[str] = Opt(None, "--search-grid", help="The grid to search instead, e.g. 'lr=1e-4,1e-5 mix=false,true' (implies --search)."),
     device: Optional[str] = Opt(None, "--device", help="cpu, cuda, cuda:1, ... Default auto."),
     out: Optional[Path] = Opt(None, "--out", help="Run folder. Default runs/<dataset>-<method>-<K>shot-seed<seed>."),
     config: Optional[Path] = Opt(None, "--config", help="TOML file with any of these settings; flags override it."),
@@ -92,6 +97,8 @@ def run(
     cli = {k: v for k, v in locals().items() if k not in ("config", "set_", "quiet", "stop_after")}
     cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
     cli["options"] = parse_set(set_ or [])
+    if search_grid is not None:
+        cli["search_grid"], cli["search"] = parse_grid(search_grid), True
     file_values = load_toml(config) if config else {}
     run_config = resolve(file_values, cli)
     demo = run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits"
@@ -119,7 +126,12 @@ def _run_stages(run_config, quiet: bool, demo: bool, stop_after: str | None = No
 def _show_results(metrics: dict[str, Any], out: Path) -> None:
     console.print(results_title(metrics), highlight=False, soft_wrap=True)
     console.print(results_table(metrics))
-    console.print(f"metrics: {out / 'metrics.json'}   predictions: {out / 'predictions.jsonl'}", highlight=False)
+    if metrics.get("search"):
+        search = metrics["search"]
+        console.print(f"search: chose {search['setting']} on {search['validation']} "
+                      f"(validation top-1 {100 * search['val_top1']:.2f}%)", highlight=False, soft_wrap=True)
+    console.print(f"metrics: {out / 'metrics.json'}   predictions: {out / 'predictions.jsonl'}   "
+                  f"confusion matrix: {out / 'confusion.png'}", highlight=False, soft_wrap=True)
 
 
 def _one_stage(run_dir: Path, stage: str, quiet: bool) -> Any:
@@ -163,6 +175,49 @@ def evaluate(run_dir: Path = RUN_DIR, quiet: bool = Opt(False, "--quiet", "-q"))
     """Evaluate the run's classifier on the test split."""
     pipeline, metrics = _one_stage(run_dir, "evaluate", quiet)
     _show_results(metrics, pipeline.out)
+
+
+CLASSIFIER_DIR = typer.Argument(..., help="A run folder, or a classifier folder (<run>/classifier/<key>).")
+
+
+@app.command()
+def predict(
+    classifier: Path = CLASSIFIER_DIR,
+    images: Path = typer.Argument(..., help="A folder of images (searched recursively)."),
+    out: Optional[Path] = Opt(None, "--out", help="Write predictions.jsonl here."),
+    top_k: int = Opt(3, "--top-k", help="Classes listed per image in the output file."),
+    device: str = Opt("auto", "--device", help="cpu, cuda, ... Default auto."),
+    quiet: bool = Opt(False, "--quiet", "-q"),
+) -> None:
+    """Classify a folder of images with a trained classifier.
+
+    Images inside a sub-folder named as a class count as labelled, and the accuracy is shown.
+    """
+    from ddcore.evaluation import prediction_lines
+    from ddcore.inference import open_classifier, predict_folder
+    from ddcore.store import atomic_write_text
+
+    loaded = open_classifier(classifier, get_plugins(), device, _reporter(quiet))
+    samples, scores = predict_folder(loaded, images)
+    classnames = loaded.context.dataset.classnames
+    console.print(predictions_table(samples, scores, classnames, images))
+    if out is not None:
+        atomic_write_text(out, prediction_lines(scores, samples, classnames, images.expanduser(), top_k=top_k))
+        console.print(f"predictions: {out}", highlight=False)
+
+
+@app.command()
+def export(
+    classifier: Path = CLASSIFIER_DIR,
+    dest: Path = typer.Argument(..., help="A new folder to write the exported model into."),
+    device: str = Opt("cpu", "--device", help="Device to merge the weights on. Default cpu."),
+) -> None:
+    """Export a trained CLIP classifier with its LoRA merged, as an open_clip local-dir: folder."""
+    from ddcore.inference import export_classifier, open_classifier
+
+    folder = export_classifier(open_classifier(classifier, get_plugins(), device), dest)
+    console.print(f"exported: {folder}\nload it with: open_clip.create_model('local-dir:{folder.resolve()}') "
+                  f"or --classifier-model local-dir:{folder.resolve()}", highlight=False, soft_wrap=True)
 
 
 @app.command()

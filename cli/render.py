@@ -60,6 +60,32 @@ def results_table(metrics: dict[str, Any], max_classes: int = 20) -> Table:
     return table
 
 
+def predictions_table(samples, scores, classnames: list[str], root, max_rows: int = 20) -> Table:
+    """The first predictions, with the accuracy over the labelled images if there are any."""
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=np.float64)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    predicted = scores.argmax(axis=1)
+    table = Table(title=f"{len(samples)} images", title_justify="left")
+    for column in ("image", "predicted", "probability", "true"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for sample, pred, p in list(zip(samples, predicted, probs))[:max_rows]:
+        name = str(sample.path.relative_to(root)) if sample.path.is_relative_to(root) else str(sample.path)
+        true = sample.classname or "-"
+        style = "" if sample.label < 0 else ("green" if pred == sample.label else "red")
+        table.add_row(name, classnames[int(pred)], f"{100 * p[pred]:.1f}%", true, style=style)
+    if len(samples) > max_rows:
+        table.add_row("…", "", "", "")
+    labelled = [i for i, s in enumerate(samples) if s.label >= 0]
+    if labelled:
+        correct = sum(int(predicted[i] == samples[i].label) for i in labelled)
+        table.add_section()
+        table.add_row(f"[bold]accuracy on {len(labelled)} labelled[/]", "", f"[bold]{100 * correct / len(labelled):.2f}%[/]", "")
+    return table
+
+
 def print_json(console: Console, data: Any) -> None:
     import json
 

@@ -34,7 +34,7 @@ class RunConfig:
     prompt_builder: str | None = None
     generator: str | None = None
     filter: str | None = None
-    classifier: str = "clip"
+    classifier: str = "clip-vitb16"
     base_model: str = DEFAULT_BASE_MODEL
     classifier_model: str | None = None  # None: the classifier plugin's own default
     images_per_class: int = 500
@@ -44,6 +44,9 @@ class RunConfig:
     batch_size: int = 8  # images per generation batch
     train_on: str | None = None  # None: the method's choice
     real_weight: float = 0.8
+    synthetic: str | None = None  # a synthetic set made elsewhere, used instead of generating one
+    search: bool = False  # choose classifier settings on validation images (the paper's grid)
+    search_grid: dict[str, list[Any]] | None = None  # None: ddcore.search.PAPER_GRID
     device: str = "auto"
     out: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {option: value}
@@ -157,5 +160,8 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
     if not 0.0 <= config.real_weight <= 1.0:
         raise ConfigError(f"--real-weight must be between 0 and 1, got {config.real_weight}")
+    if config.search_grid is not None and not (isinstance(config.search_grid, dict) and all(
+            isinstance(v, list) and v for v in config.search_grid.values())):
+        raise ConfigError("search_grid must map classifier options to non-empty lists of values")
     if config.train_on is not None and config.train_on not in TRAIN_ON:
         raise ConfigError(f"--train-on must be one of {', '.join(TRAIN_ON)}, got {config.train_on!r}")

@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from ddcore.errors import StageError
+from ddcore.errors import DataError, StageError
 from ddcore.progress import Reporter
-from ddcore.records import Dataset, GenItem, Prompt, SyntheticSet
+from ddcore.records import Dataset, GenItem, Prompt, Sample, SyntheticSet
 from ddcore.stages import Filter, Generator
 from ddcore.store import atomic_save_image, atomic_write_json, atomic_write_text
 
@@ -256,3 +256,41 @@ def load_synthetic_set(root: Path) -> SyntheticSet:
     if not path.is_file():
         raise StageError(f"{root} has no {METADATA}; run `dd generate` first")
     return SyntheticSet(root, [json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def load_synthetic_folder(root: Path, dataset: Dataset, per_class: int) -> tuple[list[Sample], str]:
+    """Samples of a synthetic set made elsewhere (``--synthetic DIR``): a folder written by
+    ``dd generate`` (with ``metadata.jsonl``) or one sub-folder of images per class, named as
+    the data set's classes. At most ``per_class`` images per class, in file-name order.
+    Returns the samples and a digest of the files, which keys the classifier trained on them."""
+    from ddcore.data import is_image_file
+    from ddcore.store import digest
+
+    root = root.expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"--synthetic {root}: no such folder")
+    by_name = {name: label for label, name in enumerate(dataset.classnames)}
+    by_name.update({d: label for label, d in enumerate(dataset.class_dirs)})
+    if (root / METADATA).is_file():
+        rows = [json.loads(line) for line in (root / METADATA).read_text().splitlines() if line.strip()]
+        found = [(row.get("class", ""), root / row["file_name"]) for row in rows]
+        names = {name for name, _ in found}
+    else:
+        folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        found = [(d.name, p) for d in folders for p in sorted(d.iterdir()) if p.is_file() and is_image_file(p)]
+        names = {d.name for d in folders}
+    unknown = sorted(name for name in names if name not in by_name)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise DataError(f"--synthetic {root} has {len(unknown)} class(es) the data set lacks ({shown}); its class "
+                        f"folders must be named as the data set's classes (e.g. {dataset.class_dirs[0]!r})")
+    if not found:
+        raise DataError(f"--synthetic {root} holds no images (expected one sub-folder of images per class)")
+    samples, taken = [], {}
+    for name, path in found:
+        label = by_name[name]
+        if taken.get(label, 0) < per_class:
+            taken[label] = taken.get(label, 0) + 1
+            samples.append(Sample(path, label, dataset.classnames[label]))
+    key = digest([[str(s.path.relative_to(root)), s.label, s.path.stat().st_size] for s in samples])
+    return samples, key

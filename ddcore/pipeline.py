@@ -18,15 +18,17 @@ from ddcore.data import fewshot_digest, load_fewshot, sample_fewshot, save_fewsh
 from ddcore.distributed import process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
 from ddcore.evaluation import evaluate_scores, write_evaluation
-from ddcore.generation import GenerationJob, Shard, load_synthetic_set
+from ddcore.generation import GenerationJob, Shard, load_synthetic_folder, load_synthetic_set
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
 from ddcore.stages import Adapter, Method, Stage, TrainingData
-from ddcore.store import RunLock, StageDir, atomic_write_json, digest, read_json
+from ddcore.search import PAPER_GRID, grid_points, validation_split
+from ddcore.store import RunLock, StageDir, atomic_write_json, copy_stage_files, digest, read_json
 
 STAGES = ("prepare", "adapt", "generate", "train", "evaluate")
 RUN_FILE = "run.json"
+SEARCH_FILE = "search.json"
 FEWSHOT_FILE = "fewshot.json"
 
 
@@ -111,8 +113,11 @@ class Run:
         c, m = self.config, self.method
         train_on = c.train_on or m.train_on
         generator = c.generator or m.generator
-        if train_on in ("real", "none"):
-            generator = None  # no synthetic data is used, so none is made
+        if c.synthetic and train_on in ("real", "none"):
+            raise ConfigError(f"--synthetic is given but method '{c.method}' trains on {train_on} images; "
+                              "add --train-on real+synthetic or --train-on synthetic")
+        if train_on in ("real", "none") or c.synthetic:
+            generator = None  # no synthetic data is used, or it comes from --synthetic
         elif generator is None:
             raise ConfigError(f"method '{c.method}' makes no synthetic data, so --train-on {train_on} cannot be used")
         return {
@@ -158,7 +163,9 @@ class Run:
             adapter_key = digest({"adapter": self._stage_spec("adapter"), "prompts": self._stage_spec("prompt_builder"),
                                   "base": base, "resolution": c.resolution, "data": data_key, "seed": c.seed})
         synthetic_key = None
-        if self.choices["generator"]:
+        if c.synthetic:
+            synthetic_key = self._external_synthetic()[1]
+        elif self.choices["generator"]:
             # The image count is not part of the key: image i is the same whatever the count,
             # so asking for more images later extends the same set.
             synthetic_key = digest({
@@ -171,6 +178,7 @@ class Run:
             "classifier": self._stage_spec("classifier"), "model": c.classifier_model,
             "train_on": self.train_on, "real_weight": c.real_weight, "synthetic": synthetic_key,
             "count": c.images_per_class if synthetic_key else 0, "data": data_key, "seed": c.seed,
+            "search": (c.search_grid or PAPER_GRID) if c.search else None,
         })
         return {"data": data_key, "adapter": adapter_key, "synthetic": synthetic_key, "classifier": classifier_key}
 
@@ -306,6 +314,13 @@ class Run:
         info = stage.info() or {}
         return bool(info.get("complete")) and info.get("images_per_class", -1) >= count
 
+    def _external_synthetic(self) -> tuple[list[Sample], str]:
+        """The ``--synthetic`` folder's samples and content digest (read once)."""
+        if "external" not in self.context.extras:
+            self.context.extras["external"] = load_synthetic_folder(
+                Path(self.config.synthetic), self.dataset, self.config.images_per_class)
+        return self.context.extras["external"]
+
     def synthetic(self) -> SyntheticSet | None:
         if self.choices["generator"] is None:
             return None
@@ -317,8 +332,11 @@ class Run:
     def _training_data(self) -> TrainingData:
         train_on = self.train_on
         real = self.context.shots if train_on in ("real", "real+synthetic") else []
-        synthetic_set = self.synthetic() if train_on in ("synthetic", "real+synthetic") else None
-        synthetic = synthetic_set.samples(self.dataset) if synthetic_set else []
+        if self.config.synthetic:
+            synthetic = self._external_synthetic()[0]
+        else:
+            synthetic_set = self.synthetic() if train_on in ("synthetic", "real+synthetic") else None
+            synthetic = synthetic_set.samples(self.dataset) if synthetic_set else []
         return TrainingData(real=real, synthetic=synthetic, real_weight=self.config.real_weight)
 
     def stage_dir(self, kind: str) -> StageDir:
@@ -333,15 +351,63 @@ class Run:
                 return stage.path
             data = self._training_data()
             stage.mark_started(spec=self._stage_spec("classifier"))
-            what = "preparing zero-shot" if not (data.real or data.synthetic) else "training"
-            self.reporter.log(f"{what} classifier '{self.choices['classifier']}' on {len(data.real)} real + "
-                              f"{len(data.synthetic)} synthetic images -> {stage.path}")
-            self.stages["classifier"].fit(self.context, data, stage.path)
+            chosen = self._search(stage, data) if self.config.search else None
+            if chosen is None or not chosen["final_equals_trial"]:
+                classifier = self._classifier_with(chosen["setting"]) if chosen else self.stages["classifier"]
+                what = "preparing zero-shot" if not (data.real or data.synthetic) else "training"
+                self.reporter.log(f"{what} classifier '{self.choices['classifier']}' on {len(data.real)} real + "
+                                  f"{len(data.synthetic)} synthetic images -> {stage.path}")
+                classifier.fit(self.context, data, stage.path)
+            else:
+                copy_stage_files(chosen["folder"], stage.path)
             stage.mark_complete(spec=self._stage_spec("classifier"), train_on=self.train_on,
-                                real=len(data.real), synthetic=len(data.synthetic))
+                                real=len(data.real), synthetic=len(data.synthetic),
+                                search=chosen and {k: v for k, v in chosen.items() if k != "folder"})
             return stage.path
 
         return self._stage("train", body)
+
+    def _classifier_with(self, overrides: dict[str, Any]):
+        options = {**self._options("classifier"), **overrides}
+        return self.plugins.create("classifier", self.choices["classifier"], options)
+
+    def _search(self, stage: StageDir, data: TrainingData) -> dict[str, Any]:
+        """Train one classifier per grid point on the search data, score each on validation
+        images (never the test split), and return the best setting with the trial table.
+        Each trial is its own resumable stage under ``<out>/search/<classifier key>/``."""
+        if not (data.real or data.synthetic):
+            raise ConfigError("--search needs a classifier that trains; this run is zero-shot")
+        grid = self.config.search_grid or PAPER_GRID
+        known = {f.name for f in dataclasses.fields(self.stages["classifier"].options)}
+        unknown = [k for k in grid if k not in known]
+        if unknown:
+            raise ConfigError(f"search grid option(s) {', '.join(unknown)} are not options of classifier "
+                              f"'{self.choices['classifier']}'; it has: {', '.join(sorted(known))}")
+        validation = validation_split(self.dataset, self.context.shots, data, self.config.seed)
+        self.reporter.log(f"searching {len(grid_points(grid))} settings, validated on {validation.source}")
+        trials = []
+        for point in grid_points(grid):
+            trial = StageDir(self.out / "search", self._keys["classifier"], digest(point))
+            if not trial.is_complete():
+                trial.mark_started(setting=point)
+                self.reporter.log(f"search trial {point} -> {trial.path}")
+                self._classifier_with(point).fit(self.context, validation.search_data, trial.path)
+                classifier = self._classifier_with(point)
+                classifier.load(self.context, trial.path)
+                scores = classifier.predict(self.context, validation.samples)
+                measured = evaluate_scores(scores, validation.samples, self.dataset.classnames)
+                trial.mark_complete(setting=point, val_top1=measured["top1"],
+                                    val_mean_per_class=measured["mean_per_class"])
+            info = trial.info()
+            trials.append({"setting": point, "val_top1": info["val_top1"],
+                           "val_mean_per_class": info["val_mean_per_class"], "folder": trial.path})
+        best = max(trials, key=lambda t: t["val_top1"])  # the first of equals: the grid's order
+        record = {"grid": grid, "validation": validation.source, "setting": best["setting"],
+                  "val_top1": best["val_top1"], "final_equals_trial": validation.final_equals_trial,
+                  "trials": [{k: v for k, v in t.items() if k != "folder"} for t in trials]}
+        atomic_write_json(stage.path / SEARCH_FILE, record)
+        self.reporter.log(f"chose {best['setting']} (validation top-1 {100 * best['val_top1']:.2f}%)")
+        return {**record, "folder": best["folder"]}
 
     def evaluate(self) -> dict[str, Any]:
         def body() -> dict[str, Any]:
@@ -370,8 +436,9 @@ class Run:
         return {
             "dataset": self.dataset.name, "method": self.config.method, "classifier": self.choices["classifier"],
             "train_on": self.train_on, "shots": self.config.shots, "seed": self.config.seed,
-            "images_per_class": self.config.images_per_class if self.choices["generator"] else 0,
+            "images_per_class": self.config.images_per_class if self._keys["synthetic"] else 0,
             "stages": self.choices, "keys": self._keys, "config_digest": digest(self.config.to_dict()),
+            "search": (self.stage_dir("classifier").info() or {}).get("search"),
         }
 
     def run_all(self, stop_after: str | None = None) -> dict[str, Any] | None:

@@ -135,3 +135,18 @@ class StageDir:
         self.path.mkdir(parents=True, exist_ok=True)
         if self.info() is None:
             atomic_write_json(self.path / self.MARKER, {"kind": self.kind, "key": self.key, "complete": False, **info})
+
+
+def copy_stage_files(source: Path, dest: Path) -> None:
+    """Copy a finished stage's files (not its marker) into another stage folder."""
+    import shutil
+
+    for path in source.iterdir():
+        if path.name == StageDir.MARKER:
+            continue
+        target = dest / path.name
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(path, dest / f".{path.name}.tmp")
+            (dest / f".{path.name}.tmp").replace(target)

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ddcore.config import resolve
+
 _HOME = tempfile.mkdtemp(prefix="dd-test-home-")
 
 
@@ -76,6 +78,25 @@ FAST = [
     "--shots", "2", "--images-per-class", "2", "--steps", "2", "--resolution", "32", "--batch-size", "4",
     "--set", "classifier.epochs=1", "--set", "classifier.batch_size=8", "--set", "classifier.warmup_steps=1",
 ]
+
+
+def config_for(tiny_folder: Path, out: Path, *extra: str, **values):
+    """A RunConfig from CLI-style FAST flags plus overrides."""
+    options: dict = {}
+    cli = {}
+    args = list(FAST) + list(extra)
+    i = 0
+    while i < len(args):
+        key, value = args[i].lstrip("-").replace("-", "_"), args[i + 1]
+        if key == "set":
+            kind, _, rest = value.partition(".")
+            name, _, v = rest.partition("=")
+            options.setdefault(kind, {})[name] = v
+        else:
+            cli[key] = int(value) if value.isdigit() else value
+        i += 2
+    cli.update(values)
+    return resolve({}, {**cli, "data": str(tiny_folder), "out": str(out), "options": options})
 
 
 # A DataDream adapter trained for a few steps only (for runs of the default method).

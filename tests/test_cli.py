@@ -49,7 +49,7 @@ def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd
     assert (only(out, "adapter/*") / "dataset" / "pytorch_lora_weights.safetensors").is_file()
     # Classifier, metrics, predictions.
     classifier = only(out, "classifier/*")
-    assert (classifier / "lora.safetensors").is_file()
+    assert (classifier / "trained.safetensors").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["num_test"] == 12
     assert set(metrics["per_class"]) == {"blue stripes", "green circle", "red square"}
@@ -80,7 +80,7 @@ def test_single_stage_commands_work_on_a_run_folder(tiny_folder, tmp_path, run_d
     early = run_dd("generate", str(out))
     assert early.returncode == 1 and "run `dd adapt" in early.stderr
     expected = {"adapt": "adapter/*/dataset/pytorch_lora_weights.safetensors", "generate": "synthetic/*/metadata.jsonl",
-                "train": "classifier/*/lora.safetensors", "evaluate": "metrics.json"}
+                "train": "classifier/*/trained.safetensors", "evaluate": "metrics.json"}
     for command, produced in expected.items():
         result = run_dd(command, str(out))
         assert result.returncode == 0, (command, result.stderr)

@@ -17,7 +17,6 @@ from ddcore.models import (
     DEFAULT_BASE_MODEL,
     LoadedClip,
     PlainMultiheadAttention,
-    build_zero_shot_weights,
     dd_home,
     load_clip,
     load_sd_pipeline,
@@ -337,22 +336,3 @@ def test_plain_attention_is_lora_targetable():
     assert not any("k_proj" in n or "out_proj" in n for n in names)
     with pytest.raises(ValueError, match="merge"):
         restore_fused_attention(model)
-
-
-# --------------------------------------------------------------------------- zero-shot
-
-
-def test_build_zero_shot_weights_matches_open_clip():
-    from open_clip.zero_shot_classifier import build_zero_shot_classifier
-
-    loaded = load_clip("tiny")
-    classnames = ["cat", "dog", "car"]
-    templates = ["a photo of a {}.", "a blurry photo of a {}.", "itap of a {}."]
-    ours = build_zero_shot_weights(loaded, classnames, templates)
-    theirs = build_zero_shot_classifier(loaded.model, loaded.tokenizer, classnames, templates).T
-    assert ours.shape == (3, 32) and not ours.requires_grad
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ours.norm(dim=1), torch.ones(3), atol=1e-5, rtol=0)
-    # callables are accepted too (and may be mixed with format strings)
-    mixed = templates[:2] + [lambda c: f"itap of a {c}."]
-    torch.testing.assert_close(build_zero_shot_weights(loaded, classnames, mixed), ours, atol=1e-6, rtol=0)

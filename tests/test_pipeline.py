@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddcore.config import resolve
 from ddcore.errors import DDError, StageError
 from ddcore.generation import GenerationJob, image_seed, load_synthetic_set
 from ddcore.hookspecs import hookimpl
@@ -22,7 +21,7 @@ from ddcore.records import Dataset, Prompt
 from ddcore.stages import Filter, Generator
 from ddcore.store import atomic_write_bytes
 
-from conftest import FAST
+from conftest import config_for
 
 
 class SeedColour(Generator):
@@ -190,25 +189,6 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
 # -- whole runs in-process ---------------------------------------------------------------------
 
 
-def config_for(tiny_folder: Path, out: Path, *extra: str, **values):
-    """A RunConfig from CLI-style FAST flags plus overrides."""
-    options: dict = {}
-    cli = {}
-    args = list(FAST) + list(extra)
-    i = 0
-    while i < len(args):
-        key, value = args[i].lstrip("-").replace("-", "_"), args[i + 1]
-        if key == "set":
-            kind, _, rest = value.partition(".")
-            name, _, v = rest.partition("=")
-            options.setdefault(kind, {})[name] = v
-        else:
-            cli[key] = int(value) if value.isdigit() else value
-        i += 2
-    cli.update(values)
-    return resolve({}, {**cli, "data": str(tiny_folder), "out": str(out), "options": options})
-
-
 class Recorder:
     def __init__(self):
         self.calls = []
@@ -267,13 +247,13 @@ def test_zero_shot_trains_nothing_and_real_finetune_makes_no_images(tiny_folder,
     assert zero.choices["generator"] is None
     metrics = zero.run_all()
     info = json.loads((zero.stage_dir("classifier").path / "classifier.json").read_text())
-    assert info["lora"] is False and info["prompts"][0] == "a photo of a blue stripes."
+    assert info["trained"] is False and info["prompts"]["blue stripes"] == ["a photo of a blue stripes."]
     assert not (zero.out / "synthetic").exists()
     assert 0.0 <= metrics["top1"] <= 1.0
     real = Run(config_for(tiny_folder, tmp_path / "rf", "--method", "real-finetune"))
     real.run_all()
     assert not (real.out / "synthetic").exists()
-    assert (real.stage_dir("classifier").path / "lora.safetensors").is_file()
+    assert (real.stage_dir("classifier").path / "trained.safetensors").is_file()
     assert json.loads((real.stage_dir("classifier").path / "stage.json").read_text())["real"] == 6
 
 

@@ -19,7 +19,7 @@ BUILTINS = {
     "prompt_builder": {"template"},
     "generator": {"txt2img"},
     "filter": {"none"},
-    "classifier": {"clip"},
+    "classifier": {"clip-vitb16", "clip-vitl14", "clip-rn50", "timm"},
     "dataset": {"imagefolder", "coop-split", "digits"},
     "method": {"sd-txt2img", "real-finetune", "zero-shot", "datadream-dset", "datadream-cls"},
 }
@@ -160,7 +160,7 @@ def test_disable_variable_switches_named_plugins_off(monkeypatch):
     assert plugins.infos["txt2img"].status == "disabled"
     assert "txt2img" not in plugins.names("generator")
     assert plugins.names("method") == ["datadream-cls", "datadream-dset"]  # from the datadream plugin
-    assert "clip" in plugins.names("classifier")
+    assert "clip-vitb16" in plugins.names("classifier")
 
 
 def test_options_are_validated_and_converted():

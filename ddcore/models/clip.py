@@ -47,6 +47,7 @@ class LoadedClip:
     mean: tuple
     std: tuple
     spec: str  # the resolved spec (bare NAME -> NAME:TAG, local paths absolute)
+    model_cfg: dict | None = None  # open_clip's architecture config, as the model was built (for export)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -300,6 +301,34 @@ def _load_builtin(spec: str, device: str) -> tuple[nn.Module, Callable, str]:
     return model, tokenizer, resolved
 
 
+def _model_cfg(spec: str, resolved: str, model: nn.Module) -> dict | None:
+    """The architecture config the model was built from, with its real activation recorded."""
+    import json
+
+    import open_clip
+
+    cfg: dict | None
+    if resolved.startswith(LOCAL_DIR):
+        cfg = json.loads((Path(resolved[len(LOCAL_DIR):]) / "open_clip_config.json").read_text()).get("model_cfg")
+    elif resolved.startswith(HF_HUB):
+        try:
+            from open_clip.factory import _get_hf_config
+
+            with hub_offline_mode():
+                cfg = _get_hf_config(resolved[len(HF_HUB):], cache_dir=hub_cache_dir()).get("model_cfg")
+        except Exception:  # noqa: BLE001 - only export needs it, and says so
+            cfg = None
+    else:
+        from .tiny import TINY_CLIP_NAME
+
+        cfg = open_clip.get_model_config(TINY_CLIP_NAME if spec == "tiny" else resolved.partition(":")[0])
+    if cfg is None:
+        return None
+    cfg = dict(cfg)
+    cfg["quick_gelu"] = uses_quick_gelu(model)
+    return cfg
+
+
 def load_clip(spec: str, *, device: str = "cpu") -> LoadedClip:
     """Load an open_clip CLIP model from ``spec`` (see the module docstring for the grammar).
 
@@ -324,7 +353,35 @@ def load_clip(spec: str, *, device: str = "cpu") -> LoadedClip:
         model, tokenizer, resolved = _load_builtin(spec, device)
     model.eval()
     size, mean, std = _preprocess(model)
-    return LoadedClip(model=model, tokenizer=tokenizer, image_size=size, mean=mean, std=std, spec=resolved)
+    return LoadedClip(model=model, tokenizer=tokenizer, image_size=size, mean=mean, std=std, spec=resolved,
+                      model_cfg=_model_cfg(spec, resolved, model))
+
+
+def save_open_clip_folder(model: nn.Module, loaded: LoadedClip, dest: Path) -> Path:
+    """Write ``model`` as an open_clip model folder (``open_clip_config.json`` and
+    ``open_clip_model.safetensors``), loadable with ``load_clip("local-dir:DEST")`` or
+    ``open_clip.create_model("local-dir:DEST")``. The config records the activation the model
+    really uses, so OpenAI weights keep their QuickGELU."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ..store import atomic_write_text
+
+    if loaded.model_cfg is None:
+        raise ValueError("the model's open_clip config is unknown")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = {**loaded.model_cfg, "quick_gelu": uses_quick_gelu(model)}
+    preprocess = {"size": loaded.image_size, "mean": list(loaded.mean), "std": list(loaded.std),
+                  "interpolation": "bicubic", "resize_mode": "shortest"}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = dest / ".open_clip_model.safetensors.tmp"
+    save_file(state, str(tmp))
+    tmp.replace(dest / "open_clip_model.safetensors")
+    atomic_write_text(dest / "open_clip_config.json",
+                      json.dumps({"model_cfg": cfg, "preprocess_cfg": preprocess}, indent=2))
+    return dest
 
 
 # --------------------------------------------------------------------------- attention
@@ -562,41 +619,12 @@ def restore_fused_attention(model: nn.Module) -> int:
     return count
 
 
-# --------------------------------------------------------------------------- zero-shot head
-
-
-def build_zero_shot_weights(
-    loaded: LoadedClip,
-    classnames: Sequence[str],
-    templates: Sequence[str | Callable[[str], str]],
-) -> torch.Tensor:
-    """Zero-shot classifier weights ``[C, D]``: per class, the mean over templates of the
-    normalised text embeddings, renormalised (open_clip's ``build_zero_shot_classifier``,
-    transposed). Templates are ``str.format`` strings (``"a photo of a {}."``) or callables."""
-    if not classnames or not templates:
-        raise ValueError("build_zero_shot_weights needs at least one class name and one template")
-    model = loaded.model
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        device = torch.device("cpu")
-    rows = []
-    with torch.no_grad():
-        for name in classnames:
-            texts = [t.format(name) if isinstance(t, str) else t(name) for t in templates]
-            tokens = loaded.tokenizer(texts).to(device)
-            emb = model.encode_text(tokens, normalize=True)
-            emb = emb.mean(dim=0)
-            rows.append(emb / emb.norm())
-    return torch.stack(rows)
-
-
 __all__ = [
     "LoadedClip",
     "PlainMultiheadAttention",
-    "build_zero_shot_weights",
     "load_clip",
     "restore_fused_attention",
+    "save_open_clip_folder",
     "use_plain_attention",
     "uses_quick_gelu",
 ]

@@ -1,270 +1,265 @@
-"""Classifier ``clip``: open_clip CLIP with a class-prompt head and LoRA on both encoders.
+"""CLIP classifiers: ``clip-vitb16`` (the paper's), ``clip-vitl14`` and ``clip-rn50``.
 
 Logits are ``exp(logit_scale) * cos(image embedding, text embedding of the class prompt)``,
 the text side recomputed with its LoRA at every step, as in the paper. LoRA (peft) goes on the
-q and v projections of every attention block of the image and text transformers (rank 16,
-alpha 32, dropout 0.1, as the reference code); open_clip fuses q/k/v into one
-``nn.MultiheadAttention``, so those are first swapped for an exact equivalent with separate
-projections. With real and synthetic data each step sees one batch of each and the loss is
-``lambda * CE(real) + (1 - lambda) * CE(synthetic)``; real shots are oversampled.
+q and v projections of every attention block (``LORA_TARGETS``; rank 16, alpha 32, dropout 0.1,
+as the reference code). open_clip fuses q/k/v into one ``nn.MultiheadAttention``, so those are
+first swapped for an exact equivalent with separate projections.
+
+The image tower is trained per ``visual``: ``lora`` (the same LoRA as the text tower),
+``full`` (every weight, the paper's appendix setting for ViT-L/14 and RN50), or ``frozen``.
+RN50's image tower is a ResNet with no attention blocks, so its preset trains it ``full``.
+
+With no training data at all (the ``zero-shot`` method) the classifier is open_clip's zero-shot
+head over the prompts, built by open_clip's own ``build_zero_shot_classifier``.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ddcore.errors import StageError
+from ddcore.errors import ConfigError, StageError
 from ddcore.hookspecs import hookimpl
 from ddcore.stages import Classifier
+from ddcore.training import TrainableModel, TrainingOptions, predict_scores, read_info, remove_checkpoint, write_info
+from ddcore.training import eval_transform
+from ddcore.training import train as train_loop
 
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "lora.safetensors"
-INFO = "classifier.json"
-LORA_TARGETS = r".*resblocks\.\d+\.attn\.(q_proj|v_proj)"
-DEFAULT_MODEL = "ViT-B-16-quickgelu:openai"  # the paper's CLIP ViT-B/16 with OpenAI weights
-
-
-class ImageList:
-    """A torch dataset over samples: decoded to RGB by the data layer, then transformed."""
-
-    def __init__(self, samples, transform):
-        self.samples, self.transform = samples, transform
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        from ddcore.data import load_rgb
-
-        sample = self.samples[i]
-        return self.transform(load_rgb(sample.path)), sample.label
+WEIGHTS = "trained.safetensors"
+_ATTN = r"transformer\.resblocks\.\d+\.attn\.(q_proj|v_proj)"
+TEXT_TARGETS = rf"(text\.)?{_ATTN}"  # CLIP's text tower is `transformer`, CustomTextCLIP's `text.transformer`
+VISUAL_TARGETS = rf"visual\.{_ATTN}"
+LORA_TARGETS = {"lora": rf"({TEXT_TARGETS})|({VISUAL_TARGETS})", "full": TEXT_TARGETS, "frozen": TEXT_TARGETS}
+VISUAL_MODES = tuple(LORA_TARGETS)
+ENSEMBLE = "ensemble"
 
 
-def warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def class_templates(options, dataset) -> list[str]:
+    """The prompt templates (``{}`` = class name): the ``template`` option; else the data set's
+    first template (``single``) or all of them (``ensemble``; open_clip's 80 ImageNet
+    templates when the data set has only one)."""
+    if options.template:
+        return [options.template]
+    if options.templates == ENSEMBLE:
+        if len(dataset.templates) > 1:
+            return list(dataset.templates)
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    return factor
+        return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
+    return [dataset.templates[0] if dataset.templates else "a photo of a {}."]
+
+
+class ClipModel(TrainableModel):
+    """An open_clip model with LoRA, trainable as the loop expects."""
+
+    def __init__(self, loaded, options, classnames: list[str], templates: list[str], device: str, lora: bool,
+                 seed: int = 0) -> None:
+        import torch
+        from peft import LoraConfig, inject_adapter_in_model
+
+        from ddcore.models import use_plain_attention
+
+        self.loaded, self.module = loaded, loaded.model
+        self.image_size, self.mean, self.std = loaded.image_size, loaded.mean, loaded.std
+        self.classnames, self.templates, self.device = classnames, templates, device
+        self.visual = options.visual
+        module = self.module
+        module.requires_grad_(False)
+        if lora:
+            use_plain_attention(module)
+            targets = LORA_TARGETS[self.visual]
+            config = LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha,
+                                lora_dropout=options.lora_dropout, target_modules=targets)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)  # the LoRA init: a rerun trains the same classifier
+                    inject_adapter_in_model(config, module)
+            except ValueError as exc:
+                raise StageError(f"no attention blocks to put LoRA on in CLIP model '{loaded.spec}' ({exc})") from None
+            names = [n for n, _ in module.named_parameters() if "lora_" in n]
+            if self.visual == "lora" and not any(n.startswith("visual.") for n in names):
+                raise ConfigError(f"the image tower of '{loaded.spec}' has no transformer attention blocks for LoRA "
+                                  "(a ResNet); use --set classifier.visual=full (the paper's RN50 setting) or frozen")
+            for name, param in module.named_parameters():
+                param.requires_grad_("lora_" in name or (self.visual == "full" and name.startswith("visual.")))
+        self.tokens = loaded.tokenizer([t.format(c) for c in classnames for t in templates]).to(device)
+
+    def parameters_to_train(self):
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    def text_features(self):
+        """Per class, the mean of the normalised template embeddings, renormalised: open_clip's
+        zero-shot head, but with gradients."""
+        import torch.nn.functional as F
+
+        features = F.normalize(self.module.encode_text(self.tokens), dim=-1)
+        features = features.view(len(self.classnames), len(self.templates), -1).mean(dim=1)
+        return F.normalize(features, dim=-1)
+
+    def logits(self, images, text_features=None):
+        import torch.nn.functional as F
+
+        text = self.text_features() if text_features is None else text_features
+        image = F.normalize(self.module.encode_image(images), dim=-1)
+        return self.module.logit_scale.exp() * image @ text.t()
+
+    def _trained_names(self) -> set[str]:
+        names = {n for n, p in self.module.named_parameters() if p.requires_grad}
+        if self.visual == "full":  # BatchNorm statistics of a ResNet tower change too
+            names |= {n for n, _ in self.module.named_buffers() if n.startswith("visual.")}
+        return names
+
+    def trained_state(self):
+        names = self._trained_names()
+        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items() if k in names}
+
+    def load_trained_state(self, state) -> None:
+        result = self.module.load_state_dict(state, strict=False)
+        if result.unexpected_keys:
+            raise StageError(f"the saved classifier weights do not fit model '{self.loaded.spec}' "
+                             f"(unexpected: {', '.join(result.unexpected_keys[:3])})")
 
 
 class ClipClassifier(Classifier):
-    """open_clip CLIP, class-prompt head, LoRA on image and text encoders."""
+    """open_clip CLIP with a class-prompt head; LoRA on the text tower and the image tower per ``visual``."""
 
     @dataclass
-    class Options:
-        epochs: int = 30
-        batch_size: int = 64
-        lr: float = 1e-4
-        weight_decay: float = 5e-4
-        warmup_steps: int = 50
+    class Options(TrainingOptions):
+        model: str = "ViT-B-16-quickgelu:openai"  # the paper's CLIP ViT-B/16 (OpenAI weights, QuickGELU)
+        visual: str = "lora"  # lora | full | frozen
         lora_rank: int = 16
         lora_alpha: int = 32
         lora_dropout: float = 0.1
-        template: str = "a photo of a {}."
-        augment: bool = True
-        num_workers: int = -1  # -1: none on the CPU, up to 8 on a GPU
+        template: str = ""  # one template for every class; empty: the data set's
+        templates: str = "single"  # single | ensemble
 
-    # -- model ------------------------------------------------------------------------------
+    name = "clip-vitb16"
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        if self.options.visual not in VISUAL_MODES:
+            raise ConfigError(f"classifier.visual must be one of {', '.join(VISUAL_MODES)}, not {self.options.visual!r}")
+        if self.options.templates not in ("single", ENSEMBLE):
+            raise ConfigError(f"classifier.templates must be single or ensemble, not {self.options.templates!r}")
 
     def _model_spec(self, context) -> str:
-        return context.config.classifier_model or DEFAULT_MODEL
+        return context.config.classifier_model or self.options.model
 
-    def _build(self, context, with_lora: bool):
-        from peft import LoraConfig, inject_adapter_in_model
+    def _build(self, context, spec: str, templates: list[str], lora: bool) -> ClipModel:
+        from ddcore.models import load_clip
 
-        from ddcore.models import load_clip, use_plain_attention
-
-        loaded = load_clip(self._model_spec(context), device=context.device)
-        model = loaded.model
-        model.requires_grad_(False)
-        if with_lora:
-            use_plain_attention(model)
-            config = LoraConfig(r=self.options.lora_rank, lora_alpha=self.options.lora_alpha,
-                                lora_dropout=self.options.lora_dropout, target_modules=LORA_TARGETS)
-            inject_adapter_in_model(config, model)
-            for name, param in model.named_parameters():
-                param.requires_grad_("lora_" in name)
-        self.loaded, self.model = loaded, model
-        return model
-
-    def _prompts(self, classnames):
-        return [self.options.template.format(name) for name in classnames]
-
-    def _text_features(self, tokens):
-        import torch.nn.functional as F
-
-        return F.normalize(self.model.encode_text(tokens), dim=-1)
-
-    def _logits(self, images, text_features):
-        import torch.nn.functional as F
-
-        image_features = F.normalize(self.model.encode_image(images), dim=-1)
-        return self.model.logit_scale.exp() * image_features @ text_features.t()
-
-    def _transforms(self, train: bool):
-        from torchvision import transforms as T
-
-        size, loaded = self.loaded.image_size, self.loaded
-        normalize = [T.ToTensor(), T.Normalize(loaded.mean, loaded.std)]
-        if train and self.options.augment:
-            return T.Compose([
-                T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                T.RandomHorizontalFlip(),
-                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-                T.RandomGrayscale(p=0.2),
-                *normalize,
-            ])
-        return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), *normalize])
-
-    def _workers(self, context) -> int:
-        if self.options.num_workers >= 0:
-            return self.options.num_workers
-        return 0 if context.device == "cpu" else min(8, os.cpu_count() or 1)
+        loaded = load_clip(spec, device=context.device)
+        self.model = ClipModel(loaded, self.options, context.dataset.classnames, templates, context.device, lora,
+                               seed=context.config.seed)
+        return self.model
 
     # -- training ---------------------------------------------------------------------------
 
     def fit(self, context, data, out_dir: Path) -> None:
-        classnames = context.dataset.classnames
-        trains = bool(data.real or data.synthetic)
-        if trains:
-            self._train(context, data, out_dir)
-        info = {
-            "model": self._model_spec(context),
-            "classnames": classnames,
-            "prompts": self._prompts(classnames),
-            "options": asdict(self.options),
-            "lora": trains,
-            "lora_targets": LORA_TARGETS if trains else None,
-        }
-        (out_dir / INFO).write_text(json.dumps(info, indent=2))
-        (out_dir / CHECKPOINT).unlink(missing_ok=True)  # the final weights supersede it
-
-    def _loader(self, samples, context, generator, num_samples):
-        from torch.utils.data import DataLoader, RandomSampler
-
-        sampler = RandomSampler(range(len(samples)), replacement=num_samples > len(samples),
-                                num_samples=num_samples, generator=generator)
-        return DataLoader(ImageList(samples, self._transforms(train=True)), batch_size=self.options.batch_size,
-                          sampler=sampler, num_workers=self._workers(context), drop_last=False,
-                          pin_memory=context.device.startswith("cuda"), persistent_workers=False)
-
-    def _train(self, context, data, out_dir: Path) -> None:
-        import torch
-        import torch.nn.functional as F
-        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
-        opts, device = self.options, context.device
-        model = self._build(context, with_lora=True)
-        tokens = self.loaded.tokenizer(self._prompts(context.dataset.classnames)).to(device)
-        # The synthetic set (when present) defines an epoch; real shots are drawn alongside.
-        primary = data.synthetic or data.real
-        secondary = data.real if data.synthetic else []
-        weights = (1.0 - data.real_weight, data.real_weight) if secondary else (1.0, 0.0)
-        steps_per_epoch = math.ceil(len(primary) / opts.batch_size)
-        total = steps_per_epoch * opts.epochs
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(opts.warmup_steps, total))
-        start_epoch = self._resume(out_dir, model, optimizer, scheduler)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _null()
-
-        with context.reporter.task("training classifier", total) as advance:
-            advance(start_epoch * steps_per_epoch)
-            for epoch in range(start_epoch, opts.epochs):
-                model.train()
-                seed = context.config.seed * 100_003 + epoch  # resumes draw the same batches
-                main = self._loader(primary, context, torch.Generator().manual_seed(seed), len(primary))
-                extra = iter(self._loader(secondary, context, torch.Generator().manual_seed(seed + 1),
-                                          steps_per_epoch * opts.batch_size)) if secondary else None
-                for images, labels in main:
-                    with autocast:
-                        text_features = self._text_features(tokens)
-                        loss = weights[0] * F.cross_entropy(self._logits(images.to(device), text_features), labels.to(device))
-                        if extra is not None:
-                            real_images, real_labels = next(extra)
-                            logits = self._logits(real_images.to(device), text_features)
-                            loss = loss + weights[1] * F.cross_entropy(logits, real_labels.to(device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    advance(1)
-                self._checkpoint(out_dir, model, optimizer, scheduler, epoch + 1)
-        state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-        save_file(state, str(out_dir / WEIGHTS))
-
-    def _checkpoint(self, out_dir, model, optimizer, scheduler, epoch) -> None:
-        import torch
-        from peft import get_peft_model_state_dict
-
-        tmp = out_dir / f".{CHECKPOINT}.tmp"
-        torch.save({"epoch": epoch, "lora": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, tmp)
-        tmp.replace(out_dir / CHECKPOINT)
-
-    def _resume(self, out_dir, model, optimizer, scheduler) -> int:
-        import torch
-        from peft import set_peft_model_state_dict
-
-        path = out_dir / CHECKPOINT
-        if not path.is_file():
-            return 0
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        set_peft_model_state_dict(model, state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        return int(state["epoch"])
+        dataset = context.dataset
+        templates = class_templates(self.options, dataset)
+        trains = bool(data.real or data.synthetic)
+        model = self._build(context, self._model_spec(context), templates, lora=trains)
+        summary = None
+        if trains:
+            summary = train_loop(model, data, self.options, num_classes=dataset.num_classes, seed=context.config.seed,
+                                 device=context.device, out_dir=out_dir, reporter=context.reporter)
+            save_file(model.trained_state(), str(out_dir / WEIGHTS))
+        write_info(
+            out_dir, classifier=self.name, classnames=dataset.classnames, model=model.loaded.spec,
+            model_cfg=model.loaded.model_cfg, templates=templates,
+            prompts={c: [t.format(c) for t in templates] for c in dataset.classnames},
+            options=asdict(self.options), trained=trains, visual=self.options.visual,
+            lora_targets=LORA_TARGETS[self.options.visual] if trains else None, training=summary,
+        )
+        remove_checkpoint(out_dir)
 
     # -- inference --------------------------------------------------------------------------
 
     def load(self, context, out_dir: Path) -> None:
-        from peft import set_peft_model_state_dict
+        import torch
+        from open_clip.zero_shot_classifier import build_zero_shot_classifier
         from safetensors.torch import load_file
 
-        info = json.loads((out_dir / INFO).read_text())
-        if info["classnames"] != context.dataset.classnames:
-            raise StageError(f"the classifier in {out_dir} was trained on other classes than the data set's "
-                             f"({len(info['classnames'])} vs {len(context.dataset.classnames)}); train it on this data")
+        info = read_info(out_dir, context.dataset.classnames)
         self.options = type(self.options)(**info["options"])
-        model = self._build(context, with_lora=info["lora"])
-        if info["lora"]:
-            set_peft_model_state_dict(model, load_file(str(out_dir / WEIGHTS), device=context.device))
-        model.eval()
-        self.prompts = info["prompts"]
+        model = self._build(context, info["model"], info["templates"], lora=info["trained"])
+        if info["trained"]:
+            model.load_trained_state(load_file(str(out_dir / WEIGHTS), device=context.device))
+        model.module.eval()
+        with torch.no_grad():
+            self.head = build_zero_shot_classifier(model.module, model.loaded.tokenizer, info["classnames"],
+                                                   info["templates"], device=context.device).t()
 
     def predict(self, context, samples):
-        import numpy as np
-        import torch
-        from torch.utils.data import DataLoader
+        model = self.model
+        transform = eval_transform(model.image_size, model.mean, model.std)
+        return predict_scores(lambda images: model.logits(images, self.head), samples, transform,
+                              num_classes=len(self.head), batch_size=self.options.batch_size, device=context.device,
+                              num_workers=self.options.num_workers, amp=self.options.amp, reporter=context.reporter)
 
-        loader = DataLoader(ImageList(samples, self._transforms(train=False)), batch_size=self.options.batch_size,
-                            num_workers=self._workers(context))
-        scores = []
-        with torch.inference_mode(), context.reporter.task("evaluating", len(samples)) as advance:
-            text_features = self._text_features(self.loaded.tokenizer(self.prompts).to(context.device))
-            for images, _ in loader:
-                scores.append(self._logits(images.to(context.device), text_features).float().cpu())
-                advance(len(images))
-        return torch.cat(scores).numpy() if scores else np.zeros((0, context.dataset.num_classes))
+    # -- export -----------------------------------------------------------------------------
+
+    def export(self, context, out_dir: Path, dest: Path) -> Path:
+        """An open_clip ``local-dir:`` folder with the LoRA merged into the weights, plus the
+        class names, prompts and zero-shot head (``dd_head.safetensors``) it was trained with.
+        Called after ``load``."""
+        from safetensors.torch import save_file
+
+        from ddcore.models import save_open_clip_folder
+
+        model = self.model
+        if model.loaded.model_cfg is None:
+            raise StageError(f"cannot export '{model.loaded.spec}': its open_clip config is unknown "
+                             "(an hf-hub model that is not in the local cache)")
+        merge_lora(model.module)
+        save_open_clip_folder(model.module, model.loaded, dest)
+        save_file({"head": self.head.detach().float().cpu().contiguous()}, str(dest / "dd_head.safetensors"))
+        info = read_info(out_dir)
+        write_info(dest, classifier=self.name, classnames=info["classnames"], templates=info["templates"],
+                   prompts=info["prompts"], source=str(out_dir), model=f"local-dir:{dest.resolve()}")
+        return dest
 
 
-class _null:
-    def __enter__(self):
-        return None
+def merge_lora(module) -> int:
+    """Merge every peft LoRA layer into its base Linear and put the plain Linear back; then fold
+    the split attention back into ``nn.MultiheadAttention``. Returns the layers merged."""
+    from peft.tuners.lora import LoraLayer
 
-    def __exit__(self, *exc):
-        return False
+    from ddcore.models import restore_fused_attention
+
+    merged = 0
+    for name, layer in list(module.named_modules()):
+        if isinstance(layer, LoraLayer):
+            layer.merge(safe_merge=True)
+            parent_name, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent_name) if parent_name else module, child, layer.get_base_layer())
+            merged += 1
+    restore_fused_attention(module)
+    return merged
+
+
+def _preset(name: str, model: str, visual: str, doc: str) -> type[ClipClassifier]:
+    options = dataclass(type("Options", (ClipClassifier.Options,), {
+        "__annotations__": {"model": str, "visual": str}, "model": model, "visual": visual}))
+    return type(name.replace("-", "_"), (ClipClassifier,), {"Options": options, "name": name, "__doc__": doc})
+
+
+PRESETS = {
+    "clip-vitb16": ClipClassifier,
+    "clip-vitl14": _preset("clip-vitl14", "ViT-L-14-quickgelu:openai", "lora",
+                           "CLIP ViT-L/14 (OpenAI weights, QuickGELU); LoRA on both towers, visual=full for the "
+                           "paper's appendix setting."),
+    "clip-rn50": _preset("clip-rn50", "RN50-quickgelu:openai", "full",
+                         "CLIP RN50 (OpenAI weights, QuickGELU); the ResNet image tower fully fine-tuned, LoRA on the "
+                         "text tower (the paper's appendix setting)."),
+}
 
 
 @hookimpl
 def register_classifiers(register):
-    register("clip", ClipClassifier)
+    for name, factory in PRESETS.items():
+        register(name, factory)

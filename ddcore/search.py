@@ -1,0 +1,86 @@
+"""Hyperparameter search for the classifier, selected on validation images, never the test split.
+
+The paper's grid is learning rate x weight decay x Mixup/CutMix (``PAPER_GRID``). Validation
+images come from, in order of preference: the data set's val split; the real shots when the
+classifier trains on synthetic images only; train-split images that are not among the few
+shots; or, when none of these exists, shots held out of the real training
+images for the search only (the final classifier then trains on every shot with the chosen
+setting). The synthetic images are never used for validation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ddcore.errors import ConfigError
+from ddcore.plugins import parse_value
+from ddcore.records import Dataset, Sample
+from ddcore.stages import TrainingData
+
+PAPER_GRID: dict[str, list[Any]] = {"lr": [1e-4, 1e-5, 1e-6, 1e-7], "weight_decay": [5e-4, 1e-4], "mix": [False, True]}
+VAL_PER_CLASS = 20  # train-split images per class taken for validation
+
+
+def parse_grid(text: str) -> dict[str, list[Any]]:
+    """``"lr=1e-4,1e-5 mix=false,true"`` -> ``{"lr": [1e-4, 1e-5], "mix": [False, True]}``."""
+    grid: dict[str, list[Any]] = {}
+    for part in text.replace(";", " ").split():
+        key, sep, values = part.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--search-grid expects OPTION=V1,V2 ... (e.g. lr=1e-4,1e-5 mix=false,true), got {part!r}")
+        grid[key.strip()] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    if not grid:
+        raise ConfigError("--search-grid is empty")
+    return grid
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+@dataclass
+class Validation:
+    samples: list[Sample]
+    search_data: TrainingData  # what each trial trains on
+    source: str  # where the validation images came from, for the record
+    final_equals_trial: bool  # the final classifier trains on exactly what the trials trained on
+
+
+def validation_split(dataset: Dataset, shots: list[Sample], data: TrainingData, seed: int) -> Validation:
+    if dataset.val:
+        return Validation(list(dataset.val), data, f"the data set's val split ({len(dataset.val)} images)", True)
+    if not data.real and shots:
+        return Validation(list(shots), data, f"the {len(shots)} real shots (not trained on)", True)
+    shot_paths = {s.path for s in shots}
+    rng = np.random.default_rng([seed, 7])
+    pool: dict[int, list[Sample]] = {}
+    for sample in dataset.train:
+        if sample.path not in shot_paths:
+            pool.setdefault(sample.label, []).append(sample)
+    if len(pool) == dataset.num_classes:
+        picked = [s for label in sorted(pool) for s in _pick(pool[label], VAL_PER_CLASS, rng)]
+        return Validation(picked, data, f"{len(picked)} train-split images that are not shots", True)
+    by_class: dict[int, list[Sample]] = {}
+    for shot in data.real:
+        by_class.setdefault(shot.label, []).append(shot)
+    if len(by_class) < dataset.num_classes or min(len(v) for v in by_class.values()) < 2:
+        raise ConfigError(
+            "--search needs validation images: the data has no val split, no train images beyond the shots, "
+            "and too few real shots per class to hold any out; give a split file with a val part, or more shots")
+    held, kept = [], []
+    for label in sorted(by_class):
+        chosen = _pick(by_class[label], max(1, len(by_class[label]) // 4), rng)
+        held += chosen
+        kept += [s for s in by_class[label] if s not in chosen]
+    search_data = TrainingData(real=kept, synthetic=data.synthetic, real_weight=data.real_weight)
+    return Validation(held, search_data, f"{len(held)} shots held out of training during the search", False)
+
+
+def _pick(samples: list[Sample], n: int, rng: np.random.Generator) -> list[Sample]:
+    order = sorted(samples, key=lambda s: str(s.path))
+    return [order[i] for i in sorted(rng.choice(len(order), size=min(n, len(order)), replace=False))]
