@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLASSES, FAST, config_for
+from conftest import CLASSES, FAST, config_for, write_image_folder
 from ddcore.errors import ConfigError, DDError, ModelNotFoundError, StageError
 from ddcore.models import load_clip, uses_quick_gelu
 from ddcore.pipeline import Run
@@ -454,3 +454,22 @@ def test_bad_classifier_options(tiny_folder, tmp_path):
     run.prepare()
     with pytest.raises(ConfigError, match="no zero-shot head"):
         run.train()
+
+
+@pytest.mark.parametrize("preset", ["clip-vitb16", "clip-vitl14", "clip-rn50"])
+def test_named_classifiers_train_on_real_and_synthetic(preset, tmp_path):
+    """Each preset's real architecture (random weights: none can be downloaded here) trains one
+    step on real + synthetic images at 224 px and evaluates (few images: these are big on a CPU)."""
+    data = write_image_folder(tmp_path / "data", train=2, test=1)
+    arch = PRESETS[preset].Options().model.replace(":openai", ":random")
+    synthetic = data / "train"  # any folder of class folders serves as a synthetic set
+    run = Run(config_for(data, tmp_path / preset, "--set", "classifier.batch_size=3", method="real-finetune",
+                         classifier=preset, classifier_model=arch, train_on="real+synthetic",
+                         synthetic=str(synthetic), images_per_class=1, shots=1))
+    metrics = run.run_all()
+    stage = run.stage_dir("classifier")
+    assert (stage.info()["real"], stage.info()["synthetic"]) == (3, 3)
+    info = json.loads((stage.path / "classifier.json").read_text())
+    assert info["training"]["steps"] == 1 and info["model"] == arch and info["model_cfg"]["quick_gelu"] is True
+    assert info["visual"] == PRESETS[preset].Options().visual
+    assert metrics["num_test"] == 3 and metrics["classifier"] == preset
