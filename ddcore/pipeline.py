@@ -23,12 +23,12 @@ from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
 from ddcore.stages import Adapter, Method, Stage, TrainingData
-from ddcore.search import PAPER_GRID, grid_points, validation_split
+from ddcore.search import PAPER_GRID, check_grid, search_settings, validation_split
 from ddcore.store import RunLock, StageDir, atomic_write_json, copy_stage_files, digest, read_json
 
 STAGES = ("prepare", "adapt", "generate", "train", "evaluate")
 RUN_FILE = "run.json"
-SEARCH_FILE = "search.json"
+SEARCH_FILE = "search.json"  # in the classifier folder: the trials and the choice
 FEWSHOT_FILE = "fewshot.json"
 
 
@@ -80,6 +80,7 @@ class Run:
         self.plugins = plugins or Plugins()
         self.reporter = reporter
         self.method = self.plugins.method(config.method)
+        self._external: tuple[list[Sample], str] | None = None  # the --synthetic folder, once read
         self.choices = self._choices()
         self.stages: dict[str, Stage] = {
             kind: self.plugins.create(kind, name, self._options(kind))
@@ -316,10 +317,10 @@ class Run:
 
     def _external_synthetic(self) -> tuple[list[Sample], str]:
         """The ``--synthetic`` folder's samples and content digest (read once)."""
-        if "external" not in self.context.extras:
-            self.context.extras["external"] = load_synthetic_folder(
-                Path(self.config.synthetic), self.dataset, self.config.images_per_class)
-        return self.context.extras["external"]
+        if self._external is None:
+            self._external = load_synthetic_folder(Path(self.config.synthetic), self.dataset,
+                                                   self.config.images_per_class)
+        return self._external
 
     def synthetic(self) -> SyntheticSet | None:
         if self.choices["generator"] is None:
@@ -372,42 +373,13 @@ class Run:
         return self.plugins.create("classifier", self.choices["classifier"], options)
 
     def _search(self, stage: StageDir, data: TrainingData) -> dict[str, Any]:
-        """Train one classifier per grid point on the search data, score each on validation
-        images (never the test split), and return the best setting with the trial table.
-        Each trial is its own resumable stage under ``<out>/search/<classifier key>/``."""
+        known = {f.name for f in dataclasses.fields(self.stages["classifier"].options)}
+        grid = check_grid(self.config.search_grid or PAPER_GRID, known, self.choices["classifier"])
         if not (data.real or data.synthetic):
             raise ConfigError("--search needs a classifier that trains; this run is zero-shot")
-        grid = self.config.search_grid or PAPER_GRID
-        known = {f.name for f in dataclasses.fields(self.stages["classifier"].options)}
-        unknown = [k for k in grid if k not in known]
-        if unknown:
-            raise ConfigError(f"search grid option(s) {', '.join(unknown)} are not options of classifier "
-                              f"'{self.choices['classifier']}'; it has: {', '.join(sorted(known))}")
         validation = validation_split(self.dataset, self.context.shots, data, self.config.seed)
-        self.reporter.log(f"searching {len(grid_points(grid))} settings, validated on {validation.source}")
-        trials = []
-        for point in grid_points(grid):
-            trial = StageDir(self.out / "search", self._keys["classifier"], digest(point))
-            if not trial.is_complete():
-                trial.mark_started(setting=point)
-                self.reporter.log(f"search trial {point} -> {trial.path}")
-                self._classifier_with(point).fit(self.context, validation.search_data, trial.path)
-                classifier = self._classifier_with(point)
-                classifier.load(self.context, trial.path)
-                scores = classifier.predict(self.context, validation.samples)
-                measured = evaluate_scores(scores, validation.samples, self.dataset.classnames)
-                trial.mark_complete(setting=point, val_top1=measured["top1"],
-                                    val_mean_per_class=measured["mean_per_class"])
-            info = trial.info()
-            trials.append({"setting": point, "val_top1": info["val_top1"],
-                           "val_mean_per_class": info["val_mean_per_class"], "folder": trial.path})
-        best = max(trials, key=lambda t: t["val_top1"])  # the first of equals: the grid's order
-        record = {"grid": grid, "validation": validation.source, "setting": best["setting"],
-                  "val_top1": best["val_top1"], "final_equals_trial": validation.final_equals_trial,
-                  "trials": [{k: v for k, v in t.items() if k != "folder"} for t in trials]}
-        atomic_write_json(stage.path / SEARCH_FILE, record)
-        self.reporter.log(f"chose {best['setting']} (validation top-1 {100 * best['val_top1']:.2f}%)")
-        return {**record, "folder": best["folder"]}
+        return search_settings(self._classifier_with, self.context, grid, validation,
+                               self.out / "search" / self._keys["classifier"], stage.path / SEARCH_FILE)
 
     def evaluate(self) -> dict[str, Any]:
         def body() -> dict[str, Any]:

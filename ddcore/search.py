@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from ddcore.errors import ConfigError
+from ddcore.evaluation import evaluate_scores
 from ddcore.plugins import parse_value
 from ddcore.records import Dataset, Sample
-from ddcore.stages import TrainingData
+from ddcore.stages import Classifier, TrainingData
+from ddcore.store import StageDir, atomic_write_json, digest
 
 PAPER_GRID: dict[str, list[Any]] = {"lr": [1e-4, 1e-5, 1e-6, 1e-7], "weight_decay": [5e-4, 1e-4], "mix": [False, True]}
 VAL_PER_CLASS = 20  # train-split images per class taken for validation
@@ -35,6 +38,14 @@ def parse_grid(text: str) -> dict[str, list[Any]]:
         grid[key.strip()] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
     if not grid:
         raise ConfigError("--search-grid is empty")
+    return grid
+
+
+def check_grid(grid: dict[str, list[Any]], options: set[str], classifier: str) -> dict[str, list[Any]]:
+    unknown = [k for k in grid if k not in options]
+    if unknown:
+        raise ConfigError(f"search grid option(s) {', '.join(unknown)} are not options of classifier "
+                          f"'{classifier}'; it has: {', '.join(sorted(options))}")
     return grid
 
 
@@ -84,3 +95,34 @@ def validation_split(dataset: Dataset, shots: list[Sample], data: TrainingData, 
 def _pick(samples: list[Sample], n: int, rng: np.random.Generator) -> list[Sample]:
     order = sorted(samples, key=lambda s: str(s.path))
     return [order[i] for i in sorted(rng.choice(len(order), size=min(n, len(order)), replace=False))]
+
+
+def search_settings(make_classifier: Callable[[dict[str, Any]], Classifier], context, grid: dict[str, list[Any]],
+                    validation: Validation, root: Path, record_file: Path) -> dict[str, Any]:
+    """Train one classifier per grid point on the search data, score it on the validation
+    images (never the test split) and return the best setting, the trial table, and the best
+    trial's folder. Each trial is a resumable stage folder ``root/<digest of the setting>``."""
+    reporter, classnames = context.reporter, context.dataset.classnames
+    points = grid_points(grid)
+    reporter.log(f"searching {len(points)} settings, validated on {validation.source}")
+    trials = []
+    for point in points:
+        trial = StageDir(root.parent, root.name, digest(point))
+        if not trial.is_complete():
+            trial.mark_started(setting=point)
+            reporter.log(f"search trial {point} -> {trial.path}")
+            make_classifier(point).fit(context, validation.search_data, trial.path)
+            classifier = make_classifier(point)
+            classifier.load(context, trial.path)
+            measured = evaluate_scores(classifier.predict(context, validation.samples), validation.samples, classnames)
+            trial.mark_complete(setting=point, val_top1=measured["top1"], val_mean_per_class=measured["mean_per_class"])
+        info = trial.info()
+        trials.append({"setting": point, "val_top1": info["val_top1"], "val_mean_per_class": info["val_mean_per_class"],
+                       "folder": trial.path})
+    best = max(trials, key=lambda t: t["val_top1"])  # the first of equals, in the grid's order
+    record = {"grid": grid, "validation": validation.source, "setting": best["setting"], "val_top1": best["val_top1"],
+              "final_equals_trial": validation.final_equals_trial,
+              "trials": [{k: v for k, v in t.items() if k != "folder"} for t in trials]}
+    atomic_write_json(record_file, record)
+    reporter.log(f"chose {best['setting']} (validation top-1 {100 * best['val_top1']:.2f}%)")
+    return {**record, "folder": best["folder"]}
