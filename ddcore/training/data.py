@@ -134,7 +134,8 @@ class TrainImages(torch.utils.data.Dataset):
         index, seed = key
         image = self.cache.get(index) if self.cache is not None else load_rgb(self.samples[index].path)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only: torch.manual_seed also seeds CUDA, at ~0.3 ms a call.
+            torch.default_generator.manual_seed(seed)
             pixels = self.transform(image)
         return pixels, self.samples[index].label, self.is_real[index]
 

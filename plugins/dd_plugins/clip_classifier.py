@@ -176,6 +176,7 @@ class ClipClassifier(Classifier):
             lora_targets=LORA_TARGETS[self.options.visual] if trains else None, training=summary,
         )
         remove_checkpoint(out_dir)
+        self.model = None  # free it: evaluation loads the saved weights
 
     # -- inference --------------------------------------------------------------------------
 
@@ -186,6 +187,7 @@ class ClipClassifier(Classifier):
 
         info = read_info(out_dir, context.dataset.classnames)
         self.options = type(self.options)(**info["options"])
+        self.model = None  # never two models in memory at once
         model = self._build(context, info["model"], info["templates"], lora=info["trained"])
         if info["trained"]:
             model.load_trained_state(load_file(str(out_dir / WEIGHTS), device=context.device))

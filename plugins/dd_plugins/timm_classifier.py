@@ -123,6 +123,7 @@ class TimmClassifier(Classifier):
         write_info(out_dir, classifier=self.name, classnames=context.dataset.classnames, model=spec,
                    options=asdict(self.options), data_config=model.data_config, training=summary)
         remove_checkpoint(out_dir)
+        self.model = None  # free it: evaluation loads the saved weights
 
     def load(self, context, out_dir: Path) -> None:
         from safetensors.torch import load_file
@@ -132,6 +133,7 @@ class TimmClassifier(Classifier):
         spec = info["model"]
         if spec != "tiny" and not spec.startswith(("local-dir:", "hf-hub:")):
             spec = spec.partition(":")[0] + ":random"  # the trained weights replace the pretrained ones
+        self.model = None  # never two models in memory at once
         model = self._build(context, spec)
         model.load_trained_state(load_file(str(out_dir / WEIGHTS), device=context.device))
         model.module.eval()
