@@ -106,7 +106,7 @@ def train(model: TrainableModel, data, options: TrainingOptions, *, num_classes:
           out_dir: Path, reporter) -> dict[str, Any]:
     """Train ``model`` on ``data`` (a ``TrainingData``), resuming from ``out_dir/checkpoint.pt``.
 
-    Returns a summary (steps, images seen, whether the cache was used).
+    Returns a summary for the record: steps, steps per epoch, images in the decoded cache, workers.
     """
     samples = list(data.synthetic) + list(data.real)
     is_real = [False] * len(data.synthetic) + [True] * len(data.real)
