@@ -237,6 +237,20 @@ def _add_plugin_commands() -> None:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
 
 
+def _typer_click(name: str) -> tuple[type, ...]:
+    """Typer 0.29+ vendors click as ``typer._click``: its exceptions are not click's."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # an older typer that uses click itself
+        return ()
+    return (getattr(exceptions, name),) if hasattr(exceptions, name) else ()
+
+
+_ABORT = (click.exceptions.Abort, typer.Abort, *_typer_click("Abort"))
+_EXIT = (click.exceptions.Exit, typer.Exit, *_typer_click("Exit"))
+_USAGE = (click.ClickException, *_typer_click("ClickException"))
+
+
 def main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("DD_DEBUG", "") not in ("", "0")
     try:
@@ -249,12 +263,12 @@ def main() -> None:
             raise
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *_ABORT):
         err_console.print("[yellow]interrupted:[/] finished work is kept; run the same command again to resume")
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except _USAGE as exc:
         exc.show()
         sys.exit(exc.exit_code)
 

@@ -224,3 +224,9 @@ def test_ctrl_c_keeps_finished_images_and_the_rerun_resumes(tiny_folder, tmp_pat
     assert rerun.returncode == 0, rerun.stderr
     assert len(list(out.glob("synthetic/*/*/*.png"))) == 180
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in kept.items())
+
+
+def test_unknown_option_is_a_usage_error_not_a_traceback(run_dd):
+    result = run_dd("adapt", "--dataset", "x", "/tmp")
+    assert result.returncode == 2
+    assert "No such option: --dataset" in result.stderr and "Traceback" not in result.stderr

@@ -20,7 +20,8 @@ BUILTINS = {
     "generator": {"txt2img"},
     "filter": {"none"},
     "classifier": {"clip-vitb16", "clip-vitl14", "clip-rn50", "timm"},
-    "dataset": {"imagefolder", "coop-split", "digits"},
+    "dataset": {"imagefolder", "coop-split", "digits", "imagenet", "caltech101", "dtd", "eurosat", "fgvc_aircraft",
+                "oxford_pets", "stanford_cars", "sun397", "food101", "flowers102"},
     "method": {"sd-txt2img", "real-finetune", "zero-shot", "datadream-dset", "datadream-cls"},
 }
 
