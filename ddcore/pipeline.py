@@ -267,7 +267,7 @@ class Run:
                 return self._synthetic_subset(stage.path, count)
             adapter_dir = self.adapter_dir()
             generator, filt = self.stages["generator"], self.stages["filter"]
-            prompts = self._build_prompts()
+            prompts = generator.plan_prompts(self.context, self._build_prompts())
             if self.process.is_main:
                 stage.mark_started(images_per_class=0)
             wait_for_everyone(self.process)

@@ -77,6 +77,13 @@ class Generator(Stage):
 
     kind = "generator"
 
+    def plan_prompts(self, context: "RunContext", prompts: dict[int, list["Prompt"]]) -> dict[int, list["Prompt"]]:
+        """Adjust the prompt builder's prompts before images are planned; image ``i`` of class
+        ``c`` gets ``prompts[c][i % len]``. An image-to-image generator ties each prompt to
+        the real image it starts from (``Prompt.source``, recorded in the metadata). The
+        default keeps them."""
+        return prompts
+
     def setup(self, context: "RunContext", adapter_dir: Path | None) -> None:
         """Load models once, before the first batch."""
 

@@ -16,13 +16,13 @@ from ddcore.stages import Filter, Method
 
 BUILTINS = {
     "adapter": {"none", "datadream-dset", "datadream-cls"},
-    "prompt_builder": {"template"},
-    "generator": {"txt2img"},
-    "filter": {"none"},
+    "prompt_builder": {"template", "captions"},
+    "generator": {"txt2img", "img2img"},
+    "filter": {"none", "clip"},
     "classifier": {"clip-vitb16", "clip-vitl14", "clip-rn50", "timm"},
     "dataset": {"imagefolder", "coop-split", "digits", "imagenet", "caltech101", "dtd", "eurosat", "fgvc_aircraft",
                 "oxford_pets", "stanford_cars", "sun397", "food101", "flowers102"},
-    "method": {"sd-txt2img", "real-finetune", "zero-shot", "datadream-dset", "datadream-cls"},
+    "method": {"sd-txt2img", "real-finetune", "zero-shot", "datadream-dset", "datadream-cls", "issynth", "disef"},
 }
 
 
@@ -78,7 +78,7 @@ def test_unknown_name_lists_what_exists_and_the_closest_match():
         plugins.get("generator", "txt2imgg")
     message = str(info.value)
     assert "unknown generator 'txt2imgg'" in message
-    assert "available: txt2img" in message
+    assert "available: img2img, txt2img" in message
     assert "did you mean 'txt2img'?" in message
     assert "\n" not in message
 
@@ -156,7 +156,7 @@ def test_entry_point_plugins_load_and_a_broken_one_is_reported_by_name(tmp_path,
 
 
 def test_disable_variable_switches_named_plugins_off(monkeypatch):
-    monkeypatch.setenv("DD_DISABLE_PLUGINS", "txt2img, builtin-methods")
+    monkeypatch.setenv("DD_DISABLE_PLUGINS", "txt2img, builtin-methods, captions, img2img")
     plugins = Plugins()
     assert plugins.infos["txt2img"].status == "disabled"
     assert "txt2img" not in plugins.names("generator")

@@ -193,3 +193,66 @@ def tiny_clip():
         torch.manual_seed(0)
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
     return model.eval()
+
+
+# --------------------------------------------------------------------------- tiny captioner
+
+_TINY_CAPTION_WORDS = 2000
+
+
+def _tiny_caption_vocab() -> dict[str, int]:
+    """A small WordPiece vocabulary for the tiny BLIP: BERT's special tokens, BLIP's ``[DEC]``
+    start token, then the single letters and the first whole words of CLIP's bundled BPE list
+    (so captions read as words; nothing is downloaded)."""
+    from open_clip.tokenizer import default_bpe
+
+    words = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    seen = set(words)
+    for merge in gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1 : _N_MERGES + 1]:
+        token = "".join(merge.split())
+        word = token[: -len("</w>")] if token.endswith("</w>") else ""
+        if word.isascii() and word.isalpha() and word not in seen:
+            seen.add(word)
+            words.append(word)
+            if len(words) >= _TINY_CAPTION_WORDS:
+                break
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    return {token: i for i, token in enumerate(special + [",", ".", "-", "'"] + words)}
+
+
+def tiny_captioner():
+    """A tiny random BLIP captioner (``BlipForConditionalGeneration`` and its ``BlipProcessor``),
+    deterministic and offline: 32 px images, a 2k-word vocabulary. Returns ``(model, processor)``.
+
+    Its weights are initialised wide (``initializer_range=0.5``) so that different images get
+    different (meaningless) captions, which tests need to tell captions apart.
+    """
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    vocab = _tiny_caption_vocab()
+    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]")
+    spread = 0.5
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=128, initializer_range=spread,
+                         bos_token_id=vocab["[DEC]"], eos_token_id=vocab["[SEP]"], sep_token_id=vocab["[SEP]"],
+                         pad_token_id=vocab["[PAD]"]),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, initializer_range=spread),
+        projection_dim=32, image_text_hidden_size=32, initializer_range=spread,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BlipForConditionalGeneration(config).eval()
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    return model, processor
+
+
+def save_tiny_captioner(dest: Path) -> Path:
+    """Save the tiny captioner with ``save_pretrained`` (a transformers model folder, loadable
+    with ``AutoProcessor`` / ``AutoModelForImageTextToText``, like a downloaded BLIP)."""
+    dest = Path(dest)
+    model, processor = tiny_captioner()
+    model.save_pretrained(str(dest))
+    processor.save_pretrained(str(dest))
+    return dest

@@ -1,0 +1,188 @@
+"""Generator ``img2img``: Stable Diffusion image-to-image from the real shots (IsSynth, DISEF).
+
+Each image starts from a real shot, encoded by the VAE and noised to ``strength`` (1 = pure
+noise, the source then barely matters; near 0 = the source comes back almost unchanged), then
+denoised with the prompt builder's prompt. With ``--steps N`` the pipeline runs the last
+``int(N * strength)`` of the N steps.
+
+Which shot seeds image ``i`` of class ``c``:
+
+- the prompt's ``source`` when the prompt builder tied the prompt to a real image (DISEF's
+  captions builder does);
+- otherwise shot ``i % K`` of class ``c``, where K is that class's number of shots, in the
+  order of the run's few-shot list (``fewshot.json``). Deterministic: the same image always
+  starts from the same shot, whatever the batch, the number of processes or interruptions.
+
+The core records ``prompt.source`` as ``source`` in ``metadata.jsonl``. So that the recorded
+source is the real one when the prompt builder set none, ``plan_prompts`` ties the prompts to
+the shots chosen by the rule above (``tie_prompts_to_shots``): a prompt list of length L
+becomes one of length lcm(L, K) whose entry ``j`` has text ``prompts[j % L]`` and source
+``shots[j % K]``, which the core's ``prompts[i % len(prompts)]`` maps back to the same text and
+the same shot for every image ``i``.
+
+A source is read as 8-bit RGB, centre-cropped to a square (the largest centred one), then
+resized to ``--resolution`` (bicubic). Every image has its own CPU ``torch.Generator`` seeded
+with the item's seed (for the VAE's latent sample and the noise), so image ``k`` depends only
+on its item (seed, prompt, source), never on the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddcore.errors import ConfigError, StageError
+from ddcore.hookspecs import hookimpl
+from ddcore.records import Prompt
+from ddcore.stages import Generator, Method
+
+from .txt2img import swap_scheduler, torch_dtype
+
+# IsSynth as rerun in the DataDream paper (Appendix C: "We implement both methods based on
+# DISEF official code", only the prompt changed to "a photo of a [CLS]"): the DISEF reference
+# adds noise at step 5 of 20, i.e. the last 15 of 20 steps are run: strength 0.75.
+ISSYNTH_STRENGTH = 0.75
+
+
+def square_source(image, resolution: int):
+    """Centre-crop ``image`` to its largest centred square, then resize to ``resolution``."""
+    from PIL import Image, ImageOps
+
+    side = min(image.size)
+    cropped = ImageOps.fit(image, (side, side), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+    if cropped.size == (resolution, resolution):
+        return cropped
+    return cropped.resize((resolution, resolution), Image.Resampling.BICUBIC)
+
+
+def source_for(index: int, prompt: Prompt, shots: list) -> Path:
+    """The real image that image ``index`` of a class starts from (see the module docstring)."""
+    if prompt.source is not None:
+        return Path(prompt.source)
+    return Path(shots[index % len(shots)].path)
+
+
+def tie_prompts_to_shots(prompts: list[Prompt], shots: list) -> list[Prompt]:
+    """``prompts`` with every missing source filled in by the shot rule, so that the prompt
+    the core plans for image ``i`` carries the source ``source_for(i, ...)`` chooses."""
+    if not shots or all(p.source is not None for p in prompts):
+        return prompts
+    length = math.lcm(len(prompts), len(shots))
+    return [Prompt(prompts[j % len(prompts)].text, source_for(j, prompts[j % len(prompts)], shots))
+            for j in range(length)]
+
+
+class Img2Img(Generator):
+    """Stable Diffusion image-to-image from a real shot noised to ``strength``."""
+
+    @dataclass
+    class Options:
+        strength: float = ISSYNTH_STRENGTH  # fraction of the schedule run from the noised shot, in (0, 1]
+        negative_prompt: str = ""
+        scheduler: str = ""  # a diffusers scheduler class name; empty keeps the checkpoint's
+        dtype: str = "auto"
+
+        def __post_init__(self) -> None:
+            if not 0.0 < self.strength <= 1.0:
+                raise ConfigError(f"generator.strength must be in (0, 1] (1 = start from pure noise), "
+                                  f"not {self.strength}")
+
+    def plan_prompts(self, context, prompts):
+        """Tie source-less prompts to their shots, so the recorded source is the one used."""
+        shots = context.shots_by_class()
+        return {label: tie_prompts_to_shots(p, shots.get(label, [])) for label, p in prompts.items()}
+
+    def setup(self, context, adapter_dir):
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        from ddcore.models import load_sd_pipeline, model_identity
+
+        self.context = context
+        config = context.config
+        if int(config.steps * self.options.strength) < 1:
+            raise ConfigError(f"generator.strength {self.options.strength} with --steps {config.steps} leaves no "
+                              f"denoising step (int(steps * strength) = 0); raise --steps or the strength")
+        self.shots = context.shots_by_class()
+        empty = [context.dataset.classnames[c] for c, shots in self.shots.items() if not shots]
+        if empty:
+            raise StageError(f"img2img starts from real shots, but class(es) {', '.join(empty[:5])} have none")
+        # Adapters load into (and select on) the text-to-image pipeline; the image-to-image one
+        # is built on the same module objects (not ``from_pipe``, which casts every module to
+        # fp32 by default), so it sees the same weights in the same dtype.
+        self.base = load_sd_pipeline(config.base_model, device=context.device,
+                                     dtype=torch_dtype(self.options.dtype, context.device))
+        swap_scheduler(self.base, self.options.scheduler)
+        self.base_identity = model_identity(config.base_model)
+        self.adapter = context.adapter if adapter_dir is not None else None
+        if self.adapter is not None:
+            self.adapter.load_into(context, self.base, adapter_dir)
+        self.pipe = StableDiffusionImg2ImgPipeline(**self.base.components, requires_safety_checker=False)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._sources: dict[Path, object] = {}
+
+    def source(self, item) -> Path:
+        """The real image ``item`` starts from."""
+        return source_for(item.index, item.prompt, self.shots[item.label])
+
+    def _source_image(self, path: Path):
+        from ddcore.data.images import load_rgb
+
+        root = self.context.dataset.root
+        if not path.is_absolute() and root is not None and not path.exists():
+            path = Path(root) / path
+        if path not in self._sources:
+            self._sources[path] = square_source(load_rgb(path), self.context.config.resolution)
+        return self._sources[path]
+
+    def generate(self, items):
+        import torch
+
+        config = self.context.config
+        if self.adapter is not None:
+            self.adapter.select(self.base, items[0].label)
+        images = [self._source_image(self.source(item)) for item in items]
+        generators = [torch.Generator(device="cpu").manual_seed(item.seed) for item in items]
+        negative = [self.options.negative_prompt] * len(items) if self.options.negative_prompt else None
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt=[item.prompt.text for item in items],
+                image=images,
+                strength=self.options.strength,
+                negative_prompt=negative,
+                num_inference_steps=config.steps,
+                guidance_scale=config.guidance,
+                generator=generators,
+                output_type="pil",
+            )
+        return result.images
+
+    def metadata(self):
+        config = self.context.config
+        return {
+            "steps": config.steps,
+            "guidance": config.guidance,
+            "strength": self.options.strength,
+            "denoising_steps": int(config.steps * self.options.strength),
+            "scheduler": type(self.pipe.scheduler).__name__,
+            "resolution": config.resolution,
+            "source_resize": "center-crop-square+bicubic",
+            "base_model": self.base_identity,
+            "negative_prompt": self.options.negative_prompt,
+        }
+
+
+@hookimpl
+def register_generators(register):
+    register("img2img", Img2Img)
+
+
+@hookimpl
+def register_methods(register):
+    register("issynth", Method(
+        adapter="none", prompt_builder="template", generator="img2img", filter="none",
+        train_on="real+synthetic",
+        options={"generator.strength": ISSYNTH_STRENGTH},
+        description="IsSynth (He et al., ICLR 2023): img2img from a real shot noised to strength 0.75, "
+                    "prompt 'a photo of a {classname}'",
+    ))
