@@ -150,3 +150,14 @@ def copy_stage_files(source: Path, dest: Path) -> None:
         else:
             shutil.copyfile(path, dest / f".{path.name}.tmp")
             (dest / f".{path.name}.tmp").replace(target)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -17,7 +17,7 @@ import numpy as np
 from ddcore.data.images import load_rgb
 from ddcore.data.splits import parse_rows, read_json
 from ddcore.errors import DataError
-from ddcore.store import atomic_write_text
+from ddcore.store import atomic_write_text, file_sha256
 from ddcore.records import Dataset, Sample
 
 
@@ -141,7 +141,7 @@ def fewshot_digest(shots: list[Sample], root: Path | None = None) -> str:
     digest = hashlib.sha256()
     for rel, label, image in entries:
         try:
-            content = _file_sha256(image)
+            content = file_sha256(image)
         except OSError as exc:
             raise DataError(
                 f"cannot read shot image {image}: {' '.join(str(exc).split())}; check the file"
@@ -172,10 +172,3 @@ def _decode_all(shots: list[Sample]) -> None:
         load_rgb(shot.path).close()
 
 
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

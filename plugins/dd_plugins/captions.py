@@ -32,7 +32,6 @@ others read its cache, so every process uses the same prompts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from ddcore.errors import ConfigError, ModelNotFoundError, StageError
 from ddcore.hookspecs import hookimpl
 from ddcore.records import Prompt
 from ddcore.stages import Method, PromptBuilder
+from ddcore.store import file_sha256
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 DISEF_QUERY = "Provide a detailed caption for the image focusing on the object, knowing it's a {classname}."
@@ -214,12 +214,6 @@ def _clean(text: str) -> str:
 # --------------------------------------------------------------------------- the cache
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CaptionCache:
