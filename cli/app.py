@@ -18,8 +18,8 @@ from ddcore.errors import DDError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import (plugin_rows, plugins_table, predictions_table, print_json, results_table,
-                           results_title)
+from dd_cli.render import (compare_table, plugin_rows, plugins_table, predictions_table, print_json,
+                           results_table, results_title)
 
 app = typer.Typer(
     add_completion=False,
@@ -94,15 +94,20 @@ def run(
 
     With no arguments: the offline demo (scikit-learn digits, tiny random models, CPU).
     """
-    cli = {k: v for k, v in locals().items() if k not in ("config", "set_", "quiet", "stop_after")}
-    cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
-    cli["options"] = parse_set(set_ or [])
-    if search_grid is not None:
-        cli["search_grid"], cli["search"] = parse_grid(search_grid), True
-    file_values = load_toml(config) if config else {}
-    run_config = resolve(file_values, cli)
+    run_config = _config_from(locals())
     demo = run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits"
     _run_stages(run_config, quiet, demo, stop_after)
+
+
+def _config_from(params: dict[str, Any]):
+    """A RunConfig from `dd run`'s parameters (also used by `dd compare` for the shared settings)."""
+    cli = {k: v for k, v in params.items() if k not in ("config", "set_", "quiet", "stop_after")}
+    cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
+    cli["options"] = parse_set(params["set_"] or [])
+    if params["search_grid"] is not None:
+        cli["search_grid"], cli["search"] = parse_grid(params["search_grid"]), True
+    file_values = load_toml(params["config"]) if params["config"] else {}
+    return resolve(file_values, cli)
 
 
 def _run_stages(run_config, quiet: bool, demo: bool, stop_after: str | None = None) -> None:
@@ -175,6 +180,53 @@ def evaluate(run_dir: Path = RUN_DIR, quiet: bool = Opt(False, "--quiet", "-q"))
     """Evaluate the run's classifier on the test split."""
     pipeline, metrics = _one_stage(run_dir, "evaluate", quiet)
     _show_results(metrics, pipeline.out)
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{what} takes comma-separated integers, e.g. 0,1,2") from None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def compare(
+    ctx: typer.Context,
+    methods: str = Opt("zero-shot,real-finetune,issynth,disef,datadream-dset,datadream-cls", "--methods",
+                       help="Comma-separated method presets."),
+    classifiers: str = Opt("clip-vitb16", "--classifiers", help="Comma-separated classifiers."),
+    seeds: str = Opt("0,1,2", "--seeds", help="Comma-separated seeds (each draws its own shots)."),
+    settings: str = Opt("synthetic,real+synthetic", "--settings",
+                        help="Training data for methods that make synthetic images: synthetic, real+synthetic."),
+    scale_images: Optional[str] = Opt(None, "--scale-images", help="Scaling study: images per class, e.g. 100,200,500."),
+    scale_shots: Optional[str] = Opt(None, "--scale-shots", help="Scaling study: shots, e.g. 1,2,4,8,16."),
+    out: Path = Opt(Path("compare"), "--out", help="Folder for the runs, the shared stages, the table and the report."),
+    quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run methods x classifiers x seeds on one data set, sharing every stage, and write the
+    table (Markdown, CSV, JSON) and an HTML report. Any `dd run` option (--data, --shots,
+    --base-model, --set, ...) applies to every run; a rerun resumes."""
+    from ddcore.compare import CompareSpec, run_matrix
+    from ddcore.compare_report import write_compare_outputs
+
+    run_command = typer.main.get_command(app).commands["run"]
+    try:
+        shared = run_command.make_context("run", list(ctx.args), resilient_parsing=False).params
+    except Exception as exc:  # a usage error in the shared flags: show it as one
+        raise typer.BadParameter(str(exc)) from None
+    base = _config_from(shared)
+    spec = CompareSpec(
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        classifiers=[c.strip() for c in classifiers.split(",") if c.strip()],
+        seeds=_ints(seeds, "--seeds"), base=base, out=out,
+        settings=[s.strip() for s in settings.split(",") if s.strip()],
+        scale_images=_ints(scale_images, "--scale-images") if scale_images else [],
+        scale_shots=_ints(scale_shots, "--scale-shots") if scale_shots else [],
+    )
+    rows = run_matrix(spec, get_plugins(), _reporter(quiet))
+    written = write_compare_outputs(spec, rows, get_plugins(), _reporter(quiet))
+    console.print(compare_table(written["table"]))
+    console.print(f"table: {written['markdown']}   report: {written['report']}", highlight=False, soft_wrap=True)
 
 
 CLASSIFIER_DIR = typer.Argument(..., help="A run folder, or a classifier folder (<run>/classifier/<key>).")

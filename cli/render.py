@@ -86,6 +86,20 @@ def predictions_table(samples, scores, classnames: list[str], root, max_rows: in
     return table
 
 
+def compare_table(rows: list[dict[str, Any]]) -> Table:
+    """Table 1 style: top-1 mean +- std over seeds per setting, method and classifier."""
+    table = Table(title="top-1 over seeds (mean ± std)", title_justify="left")
+    for column in ("setting", "method", "classifier", "top-1", "mean per class", "seeds"):
+        table.add_column(column, justify="right" if column in ("top-1", "mean per class", "seeds") else "left")
+    for row in rows:
+        short = f" [yellow](short: {', '.join(row['short_classes'][:3])})[/]" if row["short_classes"] else ""
+        table.add_row(row["setting"], row["method"] + short, row["classifier"],
+                      f"{100 * row['top1_mean']:.1f} ± {100 * row['top1_std']:.1f}",
+                      f"{100 * row['mean_per_class_mean']:.1f} ± {100 * row['mean_per_class_std']:.1f}",
+                      str(len(row["seeds"])))
+    return table
+
+
 def print_json(console: Console, data: Any) -> None:
     import json
 

@@ -49,6 +49,7 @@ class RunConfig:
     search_grid: dict[str, list[Any]] | None = None  # None: ddcore.search.PAPER_GRID
     device: str = "auto"
     out: str | None = None
+    store: str | None = None  # where stage outputs live; None: inside the run folder (``out``)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {option: value}
     # Profile defaults (the demo's): applied only where the chosen stage has that option.
     soft_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -79,6 +80,8 @@ DEMO_PROFILE: dict[str, Any] = {
     "options": {
         "classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False},
         "adapter": {"max_steps": 60, "lr": 1e-3, "warmup_steps": 5, "checkpoint_every": 50},
+        "prompt_builder": {"model": "tiny"},  # the captions builder's captioner
+        "filter": {"model": "tiny"},  # the clip filter's CLIP
     },
 }
 

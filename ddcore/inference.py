@@ -33,10 +33,11 @@ def classifier_folder(path: Path) -> Path:
         return path
     run_file = path / "run.json"
     if run_file.is_file():
-        key = read_json(run_file).get("keys", {}).get("classifier")
-        folder = path / "classifier" / str(key)
-        if key and StageDir(path, "classifier", key).is_complete():
-            return folder
+        record = read_json(run_file)
+        key = record.get("keys", {}).get("classifier")
+        store = Path(record.get("config", {}).get("store") or path)
+        if key and StageDir(store, "classifier", key).is_complete():
+            return store / "classifier" / key
         raise StageError(f"the run in {path} has no trained classifier yet; run `dd train {path}` first")
     raise StageError(f"{path} is neither a run folder (run.json) nor a classifier folder (classifier.json)")
 

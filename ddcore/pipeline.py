@@ -93,6 +93,9 @@ class Run:
         split = Path(config.split).expanduser() if config.split else None
         self.dataset = source.load(data, split)
         self.out = Path(config.out) if config.out else default_out(config, self.dataset.name)
+        # Stage outputs live under the store: the run folder itself, or one shared by many runs
+        # (``dd compare``), where equal keys mean one adapter, one synthetic set, one classifier.
+        self.store = Path(config.store) if config.store else self.out
         device = resolve_device(config.device)
         self.process = process_info(device)
         self.context = RunContext(
@@ -111,7 +114,11 @@ class Run:
     # -- configuration ----------------------------------------------------------------------
 
     def _choices(self) -> dict[str, str | None]:
-        c, m = self.config, self.method
+        return self.stage_choices(self.config, self.method)
+
+    @staticmethod
+    def stage_choices(c: RunConfig, m: Method) -> dict[str, str | None]:
+        """The stage plugin chosen for each kind (None: the stage is not used)."""
         train_on = c.train_on or m.train_on
         generator = c.generator or m.generator
         if c.synthetic and train_on in ("real", "none"):
@@ -342,7 +349,7 @@ class Run:
 
     def stage_dir(self, kind: str) -> StageDir:
         """The folder of this run's ``kind`` output (adapter, synthetic, classifier)."""
-        return StageDir(self.out, kind, self._keys[kind])
+        return StageDir(self.store, kind, self._keys[kind])
 
     def train(self) -> Path:
         def body() -> Path:
@@ -379,7 +386,7 @@ class Run:
             raise ConfigError("--search needs a classifier that trains; this run is zero-shot")
         validation = validation_split(self.dataset, self.context.shots, data, self.config.seed)
         return search_settings(self._classifier_with, self.context, grid, validation,
-                               self.out / "search" / self._keys["classifier"], stage.path / SEARCH_FILE)
+                               self.store / "search" / self._keys["classifier"], stage.path / SEARCH_FILE)
 
     def evaluate(self) -> dict[str, Any]:
         def body() -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""``dd compare``: a matrix of methods x classifiers x seeds on one data set, with shared stages.
+
+Every run of the matrix keeps its own run folder (``runs/<name>/``: run.json, fewshot.json,
+metrics and predictions), but all of them put their stage outputs in one store (``store/``).
+Stage folders are named by the digest of what they depend on, so an adapter is trained once
+for all classifiers and settings, a synthetic set is generated once, and asking for fewer
+images per class reuses the first images of a larger set. A rerun after an interruption
+finds every finished stage and resumes the unfinished one.
+
+The table has one row per (setting, method, classifier) with the mean and standard deviation
+(sample, ddof=1) over seeds, as Table 1 of the paper: methods that make synthetic data are run
+on synthetic images only and on real + synthetic images; ``zero-shot`` and ``real-finetune``
+have one setting each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ddcore.config import RunConfig
+from ddcore.errors import ConfigError
+from ddcore.plugins import Plugins
+from ddcore.progress import SILENT, Reporter
+from ddcore.store import atomic_write_json, read_json
+
+SETTINGS = ("synthetic", "real+synthetic")
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    method: str
+    classifier: str
+    setting: str  # the classifier's training data: none, real, synthetic or real+synthetic
+    seed: int
+    shots: int
+    images_per_class: int
+    study: str = ""  # "", "images_per_class" or "shots"
+
+    @property
+    def name(self) -> str:
+        extra = {"images_per_class": f"-n{self.images_per_class}", "shots": f"-k{self.shots}"}.get(self.study, "")
+        return f"{self.method}-{self.classifier}-{self.setting.replace('+', '_')}-seed{self.seed}{extra}"
+
+
+@dataclass
+class CompareSpec:
+    methods: list[str]
+    classifiers: list[str]
+    seeds: list[int]
+    base: RunConfig  # the shared settings (data, models, counts, ...)
+    out: Path
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    scale_images: list[int] = field(default_factory=list)  # images per class for the scaling study
+    scale_shots: list[int] = field(default_factory=list)  # shots for the scaling study
+
+
+def plan(spec: CompareSpec, plugins: Plugins) -> list[PlannedRun]:
+    """Every run of the matrix, then those of the scaling studies (first classifier only,
+    the first setting, methods that make synthetic data for the images study)."""
+    unknown = [s for s in spec.settings if s not in SETTINGS]
+    if unknown:
+        raise ConfigError(f"--settings takes {', '.join(SETTINGS)}, not {', '.join(unknown)}")
+    if not (spec.methods and spec.classifiers and spec.seeds):
+        raise ConfigError("dd compare needs at least one method, one classifier and one seed")
+    base = spec.base
+    runs: list[PlannedRun] = []
+    generating = []
+    for method in spec.methods:
+        train_on = plugins.method(method).train_on
+        settings = [train_on] if train_on in ("none", "real") else spec.settings
+        if train_on not in ("none", "real"):
+            generating.append(method)
+        for classifier in spec.classifiers:
+            for setting in settings:
+                for seed in spec.seeds:
+                    runs.append(PlannedRun(method, classifier, setting, seed, base.shots, base.images_per_class))
+    classifier, setting = spec.classifiers[0], spec.settings[0]
+    # Larger sets first: a smaller count then reuses the first images of the larger set.
+    for count in sorted(set(spec.scale_images) - {base.images_per_class}, reverse=True):
+        for method in generating:
+            for seed in spec.seeds:
+                runs.append(PlannedRun(method, classifier, setting, seed, base.shots, count, "images_per_class"))
+    for shots in sorted(set(spec.scale_shots) - {base.shots}):
+        for method in spec.methods:
+            train_on = plugins.method(method).train_on
+            for seed in spec.seeds:
+                runs.append(PlannedRun(method, classifier, train_on if train_on in ("none", "real") else setting,
+                                       seed, shots, base.images_per_class, "shots"))
+    return runs
+
+
+def run_config(spec: CompareSpec, planned: PlannedRun) -> RunConfig:
+    """One run's config. The user's stage options apply to the runs whose stage has them
+    (``--set adapter.max_steps=...`` reaches DataDream's adapter, not IsSynth's ``none``);
+    ``check_options`` has made sure each one reaches at least one stage of the matrix."""
+    soft = {kind: {**spec.base.soft_options.get(kind, {}), **opts} for kind, opts in spec.base.options.items()}
+    soft = {**spec.base.soft_options, **soft}
+    return dataclasses.replace(
+        spec.base, method=planned.method, classifier=planned.classifier, train_on=planned.setting,
+        seed=planned.seed, shots=planned.shots, images_per_class=planned.images_per_class,
+        out=str(spec.out / "runs" / planned.name), store=str(spec.out / "store"), fewshot=None,
+        options={}, soft_options=soft,
+    )
+
+
+def check_options(spec: CompareSpec, plugins: Plugins) -> None:
+    """Each ``--set KIND.OPTION`` must be an option of some stage the matrix uses (a typo is
+    an error, not silently ignored)."""
+    from ddcore.pipeline import Run
+
+    fields: dict[str, set[str]] = {}
+    for method in spec.methods:
+        for classifier in spec.classifiers:
+            config = dataclasses.replace(spec.base, method=method, classifier=classifier, options={}, soft_options={})
+            for kind, name in Run.stage_choices(config, plugins.method(method)).items():
+                if name is not None:
+                    options = plugins.get(kind, name).factory.Options
+                    fields.setdefault(kind, set()).update(f.name for f in dataclasses.fields(options))
+    for kind, options in spec.base.options.items():
+        unused = sorted(set(options) - fields.get(kind, set()))
+        if unused:
+            raise ConfigError(f"--set {kind}.{unused[0]}: no {kind} of these methods and classifiers has that option")
+
+
+def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Reporter = SILENT,
+               on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+    """Run (or reuse) every planned run; returns one result row per run, also in results.json."""
+    from ddcore.pipeline import Run
+
+    plugins = plugins or Plugins()
+    planned = plan(spec, plugins)
+    check_options(spec, plugins)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(spec.out / "compare.json", {
+        "methods": spec.methods, "classifiers": spec.classifiers, "seeds": spec.seeds, "settings": spec.settings,
+        "scale_images": spec.scale_images, "scale_shots": spec.scale_shots, "base": spec.base.to_dict(),
+        "runs": [p.name for p in planned],
+    })
+    rows = []
+    for i, item in enumerate(planned, 1):
+        reporter.log(f"[bold]run {i}/{len(planned)}[/]: {item.name}")
+        run = Run(run_config(spec, item), plugins, reporter)
+        metrics = run.run_all()
+        row = {**dataclasses.asdict(item), "name": item.name, "top1": metrics["top1"],
+               "mean_per_class": metrics["mean_per_class"], "per_class": metrics["per_class"],
+               "run": str(run.out), "synthetic": str(run.stage_dir("synthetic").path) if run._keys["synthetic"] else None,
+               "short_classes": short_classes(run)}
+        rows.append(row)
+        atomic_write_json(spec.out / RESULTS, rows)
+        if on_result:
+            on_result(row)
+    return rows
+
+
+def short_classes(run) -> list[str]:
+    """Classes for which the filter kept fewer images than asked (from the set's counts.json)."""
+    if not run._keys["synthetic"] or run.config.synthetic:
+        return []
+    counts = run.stage_dir("synthetic").path / "counts.json"
+    if not counts.is_file():
+        return []
+    wanted = run.config.images_per_class
+    return [name for name, c in read_json(counts).items() if c.get("kept", wanted) < wanted]
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean +- std over seeds per (setting, method, classifier), main matrix only."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if not row["study"]:
+            groups.setdefault((row["setting"], row["method"], row["classifier"]), []).append(row)
+    table = []
+    for (setting, method, classifier), members in groups.items():
+        top1 = [m["top1"] for m in members]
+        mpc = [m["mean_per_class"] for m in members]
+        table.append({
+            "setting": setting, "method": method, "classifier": classifier,
+            "top1_mean": statistics.fmean(top1), "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+            "mean_per_class_mean": statistics.fmean(mpc),
+            "mean_per_class_std": statistics.stdev(mpc) if len(mpc) > 1 else 0.0,
+            "seeds": [m["seed"] for m in members], "top1": top1,
+            "short_classes": sorted({c for m in members for c in m["short_classes"]}),
+        })
+    return table
+
+
+def scaling_rows(rows: list[dict[str, Any]], spec: CompareSpec) -> list[dict[str, Any]]:
+    """Mean +- std over seeds along each scaling study (the main matrix gives the base point)."""
+    points: dict[tuple, list[float]] = {}
+    first = spec.classifiers[0]
+    for row in rows:
+        if row["classifier"] != first:
+            continue
+        for study in ("images_per_class", "shots"):
+            wanted = spec.scale_images if study == "images_per_class" else spec.scale_shots
+            if not wanted or row["study"] not in ("", study) or row[study] not in wanted:
+                continue
+            if not row["study"] and row["setting"] not in (spec.settings[0], "none", "real"):
+                continue
+            points.setdefault((study, row[study], row["method"]), []).append(row["top1"])
+    return [{"study": study, "x": x, "method": method, "classifier": first, "top1_mean": statistics.fmean(v),
+             "top1_std": statistics.stdev(v) if len(v) > 1 else 0.0}
+            for (study, x, method), v in sorted(points.items())]

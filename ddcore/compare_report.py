@@ -1,0 +1,127 @@
+"""The outputs of ``dd compare``: Table 1 as JSON, Markdown and CSV, and the HTML report with
+image grids per class (the paper's Figure 3), accuracy plots, the scaling studies and the
+per-class distance between synthetic and real images (Figure 4) in the classifier's
+image-feature space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddcore.compare import CompareSpec, PlannedRun, run_config, scaling_rows, table_rows
+from ddcore.errors import DDError
+from ddcore.generation import load_synthetic_set
+from ddcore.plugins import Plugins
+from ddcore.progress import SILENT, Reporter
+from ddcore.records import Sample
+from ddcore.store import atomic_write_json, atomic_write_text
+
+GRID_IMAGES = 6  # synthetic images per class and method in the report
+
+
+def write_compare_outputs(spec: CompareSpec, rows: list[dict[str, Any]], plugins: Plugins | None = None,
+                          reporter: Reporter = SILENT) -> dict[str, Any]:
+    from ddcore.report import table_csv, table_markdown, write_report
+
+    plugins = plugins or Plugins()
+    table = table_rows(rows)
+    atomic_write_json(spec.out / "table.json", table)
+    atomic_write_text(spec.out / "table.md", table_markdown(table))
+    atomic_write_text(spec.out / "table.csv", table_csv(table))
+    first = _first_run(spec, rows, plugins)
+    grids = synthetic_grids(rows, first.dataset.classnames)
+    real = {name: [] for name in first.dataset.classnames}
+    for shot in first.context.shots:
+        real[shot.classname].append(shot.path)
+    notes = [f"data set: {first.dataset.name} ({first.dataset.num_classes} classes), {spec.base.shots} shots, "
+             f"{spec.base.images_per_class} synthetic images per class, seeds {', '.join(map(str, spec.seeds))}",
+             f"runs: {len(rows)}; stages shared in {spec.out / 'store'}"]
+    quality, note = synthetic_quality(spec, rows, first, plugins, reporter)
+    if note:
+        notes.append(note)
+    report = write_report(spec.out / "report", title=f"dd compare: {first.dataset.name}", table=table, grids=grids,
+                          real=real, quality=quality, scaling=scaling_rows(rows, spec), notes=notes,
+                          per_row_images=GRID_IMAGES)
+    return {"table": table, "markdown": spec.out / "table.md", "report": report, "quality": quality}
+
+
+def _first_run(spec: CompareSpec, rows: list[dict[str, Any]], plugins: Plugins):
+    """The first seed's run, prepared: its data set and shots (nothing is recomputed)."""
+    from ddcore.pipeline import Run
+
+    row = rows[0]
+    planned = PlannedRun(row["method"], row["classifier"], row["setting"], row["seed"], row["shots"],
+                         row["images_per_class"], row["study"])
+    run = Run(run_config(spec, planned), plugins)
+    run.prepare()
+    return run
+
+
+def _reference_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method that made synthetic images: its first main-matrix run (first seed)."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["synthetic"] and not row["study"] and row["method"] not in chosen:
+            chosen[row["method"]] = row
+    return chosen
+
+
+def synthetic_grids(rows: list[dict[str, Any]], classnames: list[str]) -> dict[str, dict[str, list[Path]]]:
+    grids: dict[str, dict[str, list[Path]]] = {}
+    for method, row in _reference_rows(rows).items():
+        per_class: dict[str, list[Path]] = {name: [] for name in classnames}
+        for item in load_synthetic_set(Path(row["synthetic"])).items:
+            name = classnames[int(item["label"])]
+            if len(per_class[name]) < GRID_IMAGES:
+                per_class[name].append(Path(row["synthetic"]) / item["file_name"])
+        grids[method] = per_class
+    return grids
+
+
+def feature_model(spec: CompareSpec, plugins: Plugins) -> str | None:
+    """The open_clip model of the first classifier (its image-feature space), or None for a
+    classifier that is not CLIP."""
+    options = plugins.get("classifier", spec.classifiers[0]).factory.Options
+    model = getattr(options(), "model", None)
+    if not hasattr(options(), "visual"):  # not a CLIP classifier
+        return None
+    return spec.base.classifier_model or model
+
+
+def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plugins: Plugins,
+                      reporter: Reporter) -> tuple[dict[str, dict[str, dict]] | None, str | None]:
+    """Per method and class: Frechet distance (and precision/recall/density/coverage) between
+    the synthetic images and the data set's real train images, in the classifier's CLIP
+    image-feature space. Returns (None, why) when it cannot be computed."""
+    from ddcore.models import load_clip
+    from ddcore.quality import image_features, per_class_quality
+
+    references = _reference_rows(rows)
+    model = feature_model(spec, plugins)
+    if not references:
+        return None, None
+    if model is None:
+        return None, f"no feature distances: classifier '{spec.classifiers[0]}' has no CLIP image encoder"
+    try:
+        loaded = load_clip(model, device=first.context.device)
+    except DDError as exc:
+        return None, f"no feature distances: {exc}"
+    cache: dict[Path, np.ndarray] = {}
+
+    def features(samples: list[Sample]) -> np.ndarray:
+        missing = [s for s in samples if s.path not in cache]
+        if missing:
+            for sample, row in zip(missing, image_features(model, missing, device=first.context.device, loaded=loaded,
+                                                           reporter=reporter)):
+                cache[sample.path] = row
+        return np.stack([cache[s.path] for s in samples])
+
+    classnames = first.dataset.classnames
+    quality = {}
+    for method, row in references.items():
+        synthetic = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
+        quality[method] = per_class_quality(first.dataset.train, synthetic, classnames, features)
+    atomic_write_json(spec.out / "quality.json", quality)
+    return quality, f"feature distances: {model} image features, synthetic vs the train split's real images"
