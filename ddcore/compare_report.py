@@ -96,7 +96,8 @@ def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plug
     the synthetic images and the data set's real train images, in the classifier's CLIP
     image-feature space. Returns (None, why) when it cannot be computed."""
     from ddcore.models import load_clip
-    from ddcore.quality import image_features, per_class_quality
+    from ddcore.quality import (frechet_distance, image_features, inception_features, inception_weights,
+                                per_class_quality)
 
     references = _reference_rows(rows)
     model = feature_model(spec, plugins)
@@ -119,9 +120,20 @@ def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plug
         return np.stack([cache[s.path] for s in samples])
 
     classnames = first.dataset.classnames
-    quality = {}
+    quality, sets = {}, {}
     for method, row in references.items():
-        synthetic = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
-        quality[method] = per_class_quality(first.dataset.train, synthetic, classnames, features)
+        sets[method] = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
+        quality[method] = per_class_quality(first.dataset.train, sets[method], classnames, features)
+    note = f"feature distances: {model} image features, synthetic vs the train split's real images"
+    weights = inception_weights()
+    if weights is not None:  # Inception FID over all classes, when its weights are on disk
+        device = first.context.device
+        real = inception_features(first.dataset.train, weights, device=device, reporter=reporter)
+        scores = {method: frechet_distance(real, inception_features(samples, weights, device=device, reporter=reporter))
+                  for method, samples in sets.items()}
+        for method, value in scores.items():
+            quality[method]["all"]["inception_fid"] = value
+        note += "; Inception FID (torchvision Inception-v3, all classes): " + ", ".join(
+            f"{method} {value:.2f}" for method, value in scores.items())
     atomic_write_json(spec.out / "quality.json", quality)
-    return quality, f"feature distances: {model} image features, synthetic vs the train split's real images"
+    return quality, note

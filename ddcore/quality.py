@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -344,3 +345,41 @@ def per_class_quality(real: list[Sample], synthetic: list[Sample], classnames: l
 
 __all__ = ["ALL", "QUALITY_KEYS", "frechet_distance", "image_features", "per_class_quality", "prdc",
            "set_quality"]
+
+
+# --------------------------------------------------------------------------- Inception FID
+
+INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's Inception-v3 ImageNet weights
+
+
+def inception_weights() -> Path | None:
+    """torchvision's Inception-v3 weights if they are in the local torch hub cache
+    (``$TORCH_HOME/hub/checkpoints``), else None: nothing is downloaded."""
+    import torch
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    return path if path.is_file() else None
+
+
+def inception_features(samples: list[Sample], weights: Path, *, device: str = "cpu", batch_size: int = 32,
+                       reporter=SILENT) -> np.ndarray:
+    """2048-d pool features of torchvision's Inception-v3 (``weights``: its state dict), the
+    feature space of FID. torchvision's network, not the TensorFlow one of published FID
+    numbers: compare these values with each other only."""
+    import torch
+    from torchvision.models import Inception_V3_Weights, inception_v3
+
+    from .training.data import EvalImages
+
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.fc = torch.nn.Identity()
+    model.eval().to(device)
+    loader = torch.utils.data.DataLoader(EvalImages(samples, Inception_V3_Weights.IMAGENET1K_V1.transforms()),
+                                         batch_size=batch_size)
+    parts = []
+    with torch.inference_mode(), reporter.task("Inception features", len(samples)) as advance:
+        for images, _ in loader:
+            parts.append(model(images.to(device)).float().cpu())
+            advance(len(images))
+    return torch.cat(parts).numpy()

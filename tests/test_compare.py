@@ -112,3 +112,17 @@ def test_dd_compare_runs_the_paper_matrix_and_writes_table_and_report(tiny_folde
                    "--out", str(out), "--data", str(tiny_folder), *FAST, *FAST_ADAPTER, *TINY_DISEF)
     assert rerun.returncode == 0, rerun.stderr
     assert "training classifier" not in rerun.stderr and rerun.stderr.count("reusing") >= 30
+
+
+def test_a_class_the_filter_empties_is_reported_not_a_crash(tiny_folder, tmp_path, monkeypatch):
+    from dd_plugins.clip_filter import ClipFilter
+
+    monkeypatch.setattr(ClipFilter, "keep", lambda self, images, items: [item.label != 0 for item in items])
+    base = config_for(tiny_folder, tmp_path / "x", "--filter", "clip", "--set", "filter.model=tiny",
+                      "--set", "filter.max_attempts_per_class=4")
+    spec = CompareSpec(methods=["sd-txt2img"], classifiers=["clip-vitb16"], seeds=[0], base=base,
+                       out=tmp_path / "cmp", settings=["real+synthetic"])
+    rows = run_matrix(spec)
+    first_class = rows[0]["per_class"] and sorted(rows[0]["per_class"])[0]
+    assert rows[0]["short_classes"] == [first_class]
+    assert table_rows(rows)[0]["short_classes"] == [first_class]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from ddcore import quality
@@ -313,3 +314,21 @@ def test_per_class_quality_rejects_bad_labels_and_reserved_name():
         per_class_quality([Sample("x", 5, "z")], [], ["a"], lambda s: np.zeros((len(s), 2)))
     with pytest.raises(ValueError, match="reserved"):
         per_class_quality([], [], ["all"], lambda s: np.zeros((len(s), 2)))
+
+
+def test_inception_features_from_local_weights_only(tmp_path, monkeypatch, tiny_folder):
+    from torchvision.models import inception_v3
+
+    from ddcore.quality import INCEPTION_FILE, inception_features, inception_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert inception_weights() is None  # nothing is downloaded
+    torch.manual_seed(0)
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / INCEPTION_FILE
+    weights.parent.mkdir(parents=True)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), weights)
+    assert inception_weights() == weights
+    samples = [Sample(p, 0, "x") for p in sorted((tiny_folder / "train").rglob("*.png"))[:3]]
+    first = inception_features(samples, weights)
+    assert first.shape == (3, 2048) and np.isfinite(first).all()
+    np.testing.assert_allclose(inception_features(samples, weights), first, rtol=1e-5, atol=1e-6)
