@@ -126,3 +126,17 @@ def test_a_class_the_filter_empties_is_reported_not_a_crash(tiny_folder, tmp_pat
     first_class = rows[0]["per_class"] and sorted(rows[0]["per_class"])[0]
     assert rows[0]["short_classes"] == [first_class]
     assert table_rows(rows)[0]["short_classes"] == [first_class]
+
+
+def test_scaling_study_over_images_per_class_reuses_the_larger_set(tiny_folder, tmp_path):
+    from ddcore.compare import scaling_rows
+
+    base = config_for(tiny_folder, tmp_path / "x", "--images-per-class", "3")
+    spec = CompareSpec(methods=["issynth"], classifiers=["clip-vitb16"], seeds=[0], base=base, out=tmp_path / "cmp",
+                       settings=["synthetic"], scale_images=[1, 3])
+    rows = run_matrix(spec)
+    assert [(r["study"], r["images_per_class"]) for r in rows] == [("", 3), ("images_per_class", 1)]
+    assert len(_folders(spec.out, "synthetic")) == 1  # 1 per class is the first image of the 3-per-class set
+    points = scaling_rows(rows, spec)
+    assert [(p["study"], p["x"]) for p in points] == [("images_per_class", 1), ("images_per_class", 3)]
+    assert json.loads(next((spec.out / "store" / "classifier").glob("*/stage.json")).read_text())["synthetic"] in (3, 9)
