@@ -224,6 +224,8 @@ def compare(
         scale_shots=_ints(scale_shots, "--scale-shots") if scale_shots else [],
     )
     rows = run_matrix(spec, get_plugins(), _reporter(quiet))
+    if not rows:  # a helper process of a multi-process launch
+        return
     written = write_compare_outputs(spec, rows, get_plugins(), _reporter(quiet))
     console.print(compare_table(written["table"]))
     console.print(f"table: {written['markdown']}   report: {written['report']}", highlight=False, soft_wrap=True)

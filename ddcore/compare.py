@@ -146,6 +146,8 @@ def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Repo
         reporter.log(f"[bold]run {i}/{len(planned)}[/]: {item.name}")
         run = Run(run_config(spec, item), plugins, reporter)
         metrics = run.run_all()
+        if metrics is None:  # a helper process of a multi-process launch: the main one records
+            continue
         row = {**dataclasses.asdict(item), "name": item.name, "top1": metrics["top1"],
                "mean_per_class": metrics["mean_per_class"], "per_class": metrics["per_class"],
                "run": str(run.out), "synthetic": str(run.stage_dir("synthetic").path) if run._keys["synthetic"] else None,
