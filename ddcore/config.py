@@ -81,7 +81,8 @@ DEMO_PROFILE: dict[str, Any] = {
         "classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False},
         "adapter": {"max_steps": 60, "lr": 1e-3, "warmup_steps": 5, "checkpoint_every": 50},
         "prompt_builder": {"model": "tiny"},  # the captions builder's captioner
-        "filter": {"model": "tiny"},  # the clip filter's CLIP
+        # The clip filter's CLIP; random, it rejects most images, so the attempts are bounded.
+        "filter": {"model": "tiny", "max_attempts_per_class": 32},
     },
 }
 
