@@ -299,6 +299,11 @@ class Run:
             extra = {**generator.metadata(), "generator": self.choices["generator"],
                      "adapter": self.choices["adapter"], "adapter_key": self._keys["adapter"]}
             synthetic = job.finish(extra)
+            counts = stage.path / "counts.json"
+            short = [name for name, c in read_json(counts).items() if c["kept"] < count] if counts.is_file() else []
+            if short:
+                self.reporter.log(f"[yellow]the filter kept fewer than {count} images for {len(short)} class(es)[/] "
+                                  f"({', '.join(short[:5])}{' ...' if len(short) > 5 else ''}); see {counts}")
             stage.mark_complete(images_per_class=count)
             return synthetic
 
