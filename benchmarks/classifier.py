@@ -215,16 +215,6 @@ class Ours:
 # --------------------------------------------------------------------------- plain
 
 
-def warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 class Plain:
     """open_clip + peft + torchvision, no DataDream code but load_clip/use_plain_attention (same model)."""
 
@@ -290,6 +280,8 @@ class Plain:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
         total = len(loader) * args.epochs
+        from ddcore.training import warmup_cosine  # the schedule formula only: the same as ours by definition
+
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(WARMUP, total))
         model.train()
         steps = images = 0

@@ -62,12 +62,10 @@ def results_table(metrics: dict[str, Any], max_classes: int = 20) -> Table:
 
 def predictions_table(samples, scores, classnames: list[str], root, max_rows: int = 20) -> Table:
     """The first predictions, with the accuracy over the labelled images if there are any."""
-    import numpy as np
+    from ddcore.evaluation import softmax
 
-    scores = np.asarray(scores, dtype=np.float64)
-    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    predicted = scores.argmax(axis=1)
+    probs = softmax(scores)
+    predicted = probs.argmax(axis=1)
     table = Table(title=f"{len(samples)} images", title_justify="left")
     for column in ("image", "predicted", "probability", "true"):
         table.add_column(column, justify="right" if column == "probability" else "left")

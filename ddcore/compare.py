@@ -25,7 +25,8 @@ from ddcore.config import RunConfig
 from ddcore.errors import ConfigError
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
-from ddcore.store import atomic_write_json, read_json
+from ddcore.generation import short_classes
+from ddcore.store import atomic_write_json
 
 SETTINGS = ("synthetic", "real+synthetic")
 RESULTS = "results.json"
@@ -151,7 +152,7 @@ def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Repo
         row = {**dataclasses.asdict(item), "name": item.name, "top1": metrics["top1"],
                "mean_per_class": metrics["mean_per_class"], "per_class": metrics["per_class"],
                "run": str(run.out), "synthetic": str(run.stage_dir("synthetic").path) if run._keys["synthetic"] else None,
-               "short_classes": short_classes(run)}
+               "short_classes": _short_classes(run)}
         rows.append(row)
         atomic_write_json(spec.out / RESULTS, rows)
         if on_result:
@@ -159,15 +160,10 @@ def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Repo
     return rows
 
 
-def short_classes(run) -> list[str]:
-    """Classes for which the filter kept fewer images than asked (from the set's counts.json)."""
+def _short_classes(run) -> list[str]:
     if not run._keys["synthetic"] or run.config.synthetic:
         return []
-    counts = run.stage_dir("synthetic").path / "counts.json"
-    if not counts.is_file():
-        return []
-    wanted = run.config.images_per_class
-    return [name for name, c in read_json(counts).items() if c.get("kept", wanted) < wanted]
+    return short_classes(run.stage_dir("synthetic").path, run.config.images_per_class)
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

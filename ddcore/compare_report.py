@@ -83,11 +83,10 @@ def synthetic_grids(rows: list[dict[str, Any]], classnames: list[str]) -> dict[s
 def feature_model(spec: CompareSpec, plugins: Plugins) -> str | None:
     """The open_clip model of the first classifier (its image-feature space), or None for a
     classifier that is not CLIP."""
-    options = plugins.get("classifier", spec.classifiers[0]).factory.Options
-    model = getattr(options(), "model", None)
-    if not hasattr(options(), "visual"):  # not a CLIP classifier
+    options = plugins.get("classifier", spec.classifiers[0]).factory.Options()
+    if not hasattr(options, "visual"):  # not a CLIP classifier
         return None
-    return spec.base.classifier_model or model
+    return spec.base.classifier_model or options.model
 
 
 def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plugins: Plugins,

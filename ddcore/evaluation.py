@@ -74,8 +74,7 @@ def prediction_lines(scores: np.ndarray, samples: list[Sample], classnames: list
                      top_k: int = 1) -> str:
     """JSON lines: file, true class (when known), predicted class, its softmax probability, top-k."""
     scores = np.asarray(scores, dtype=np.float64)
-    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(scores)
     lines = []
     for sample, row, p in zip(samples, scores, probs):
         pred = int(row.argmax())
@@ -89,6 +88,13 @@ def prediction_lines(scores: np.ndarray, samples: list[Sample], classnames: list
             line["top"] = [[classnames[int(i)], round(float(p[i]), 6)] for i in order]
         lines.append(json.dumps(line))
     return "\n".join(lines) + "\n"
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of class scores (logits), computed stably in float64."""
+    scores = np.asarray(scores, dtype=np.float64)
+    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def per_class_csv(metrics: dict[str, Any], classnames: list[str]) -> str:

@@ -24,6 +24,7 @@ from ddcore.stages import Filter, Generator
 from ddcore.store import atomic_save_image, atomic_write_json, atomic_write_text
 
 METADATA = "metadata.jsonl"
+COUNTS = "counts.json"  # kept/dropped per class, written when a filter ran
 
 
 def image_seed(run_seed: int, label: int, index: int) -> int:
@@ -247,7 +248,7 @@ class GenerationJob:
                     row["source"] = str(item.prompt.source)
                 rows.append(row)
         atomic_write_text(self.root / METADATA, "".join(json.dumps(r) + "\n" for r in rows))
-        atomic_write_json(self.root / "counts.json", stats)
+        atomic_write_json(self.root / COUNTS, stats)
         return SyntheticSet(self.root, rows)
 
 
@@ -256,6 +257,15 @@ def load_synthetic_set(root: Path) -> SyntheticSet:
     if not path.is_file():
         raise StageError(f"{root} has no {METADATA}; run `dd generate` first")
     return SyntheticSet(root, [json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def short_classes(root: Path, wanted: int) -> list[str]:
+    """Classes of the set in ``root`` for which the filter kept fewer than ``wanted`` images
+    (from its ``counts.json``; a set made without a filter has none)."""
+    counts = root / COUNTS
+    if not counts.is_file():
+        return []
+    return [name for name, c in json.loads(counts.read_text()).items() if c["kept"] < wanted]
 
 
 def load_synthetic_folder(root: Path, dataset: Dataset, per_class: int) -> tuple[list[Sample], str]:

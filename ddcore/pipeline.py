@@ -18,7 +18,7 @@ from ddcore.data import fewshot_digest, load_fewshot, sample_fewshot, save_fewsh
 from ddcore.distributed import process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
 from ddcore.evaluation import evaluate_scores, write_evaluation
-from ddcore.generation import GenerationJob, Shard, load_synthetic_folder, load_synthetic_set
+from ddcore.generation import COUNTS, GenerationJob, Shard, load_synthetic_folder, load_synthetic_set, short_classes
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
@@ -299,11 +299,11 @@ class Run:
             extra = {**generator.metadata(), "generator": self.choices["generator"],
                      "adapter": self.choices["adapter"], "adapter_key": self._keys["adapter"]}
             synthetic = job.finish(extra)
-            counts = stage.path / "counts.json"
-            short = [name for name, c in read_json(counts).items() if c["kept"] < count] if counts.is_file() else []
+            short = short_classes(stage.path, count)
             if short:
                 self.reporter.log(f"[yellow]the filter kept fewer than {count} images for {len(short)} class(es)[/] "
-                                  f"({', '.join(short[:5])}{' ...' if len(short) > 5 else ''}); see {counts}")
+                                  f"({', '.join(short[:5])}{' ...' if len(short) > 5 else ''}); "
+                                  f"see {stage.path / COUNTS}")
             stage.mark_complete(images_per_class=count)
             return synthetic
 

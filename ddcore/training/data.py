@@ -64,11 +64,15 @@ class DecodedCache:
 
     def __init__(self, paths: list[Path], side: int, budget_bytes: int, shared: bool) -> None:
         self.paths, self.side = paths, side
-        shapes, offsets, used = [], [], 0
+        shapes, offsets, used, full = [], [], 0, False
         for path in paths:
-            shape = self._shape(path)
+            # Once the budget is spent, no more headers are read: with a large set that would
+            # be a start-up cost for nothing.
+            shape = None if full else self._shape(path)
             need = shape[0] * shape[1] * 3 if shape else 0
-            if shape is None or used + need > budget_bytes:
+            if shape is not None and used + need > budget_bytes:
+                shape, full = None, True
+            if shape is None:
                 shapes.append(None)
                 offsets.append(0)
                 continue

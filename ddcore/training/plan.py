@@ -40,13 +40,18 @@ class TrainingPlan:
         epoch, within = divmod(step, self.steps_per_epoch)
         primary, secondary = self._epoch_order(epoch)
         lo, hi = within * self.batch_size, min((within + 1) * self.batch_size, len(self.primary))
-        base = (self.seed * 1_000_003 + step) * 4096
+        base = self._seed_block(step)
         first = [(int(i), base + k) for k, i in enumerate(primary[lo:hi])]
         second = [(int(i), base + 2048 + k) for k, i in enumerate(secondary[lo:hi])] if len(secondary) else []
         return first, second
 
     def step_seed(self, step: int) -> int:
-        return (self.seed * 1_000_003 + step) * 4096 + 4095
+        """The seed of a step's own randomness (dropout, Mixup/CutMix)."""
+        return self._seed_block(step) + 4095
+
+    def _seed_block(self, step: int) -> int:
+        """Each step owns 4096 seeds: primary images, secondary images from 2048, its own last."""
+        return (self.seed * 1_000_003 + step) * 4096
 
 
     def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:

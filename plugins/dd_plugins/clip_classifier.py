@@ -35,6 +35,11 @@ VISUAL_MODES = tuple(LORA_TARGETS)
 ENSEMBLE = "ensemble"
 
 
+def check_templates(options, kind: str) -> None:
+    if options.templates not in ("single", ENSEMBLE):
+        raise ConfigError(f"{kind}.templates must be single or ensemble, not {options.templates!r}")
+
+
 def class_templates(options, dataset) -> list[str]:
     """The prompt templates (``{}`` = class name): the ``template`` option; else the data set's
     first template (``single``) or all of them (``ensemble``; open_clip's 80 ImageNet
@@ -140,8 +145,7 @@ class ClipClassifier(Classifier):
         super().__init__(options)
         if self.options.visual not in VISUAL_MODES:
             raise ConfigError(f"classifier.visual must be one of {', '.join(VISUAL_MODES)}, not {self.options.visual!r}")
-        if self.options.templates not in ("single", ENSEMBLE):
-            raise ConfigError(f"classifier.templates must be single or ensemble, not {self.options.templates!r}")
+        check_templates(self.options, "classifier")
 
     def _model_spec(self, context) -> str:
         return context.config.classifier_model or self.options.model

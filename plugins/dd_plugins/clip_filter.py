@@ -25,6 +25,8 @@ from ddcore.errors import ConfigError
 from ddcore.hookspecs import hookimpl
 from ddcore.stages import Filter
 
+from .clip_classifier import check_templates, class_templates
+
 DEFAULT_FILTER_MODEL = "ViT-H-14:laion2b_s32b_b79k"
 
 
@@ -41,8 +43,7 @@ class ClipFilter(Filter):
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
-        if self.options.templates not in ("single", "ensemble"):
-            raise ConfigError(f"filter.templates must be single or ensemble, not {self.options.templates!r}")
+        check_templates(self.options, "filter")
         if self.options.batch_size < 1 or self.options.max_attempts_per_class < 1:
             raise ConfigError("filter.batch_size and filter.max_attempts_per_class must be at least 1")
 
@@ -50,7 +51,6 @@ class ClipFilter(Filter):
         import torch
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-        from dd_plugins.clip_classifier import class_templates
         from ddcore.models import load_clip
         from ddcore.training import eval_transform
 

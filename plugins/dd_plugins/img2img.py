@@ -35,9 +35,9 @@ from pathlib import Path
 from ddcore.errors import ConfigError, StageError
 from ddcore.hookspecs import hookimpl
 from ddcore.records import Prompt
-from ddcore.stages import Generator, Method
+from ddcore.stages import Method
 
-from .txt2img import swap_scheduler, torch_dtype
+from .txt2img import Txt2Img
 
 # IsSynth as rerun in the DataDream paper (Appendix C: "We implement both methods based on
 # DISEF official code", only the prompt changed to "a photo of a [CLS]"): the DISEF reference
@@ -73,15 +73,12 @@ def tie_prompts_to_shots(prompts: list[Prompt], shots: list) -> list[Prompt]:
             for j in range(length)]
 
 
-class Img2Img(Generator):
+class Img2Img(Txt2Img):
     """Stable Diffusion image-to-image from a real shot noised to ``strength``."""
 
     @dataclass
-    class Options:
+    class Options(Txt2Img.Options):
         strength: float = ISSYNTH_STRENGTH  # fraction of the schedule run from the noised shot, in (0, 1]
-        negative_prompt: str = ""
-        scheduler: str = ""  # a diffusers scheduler class name; empty keeps the checkpoint's
-        dtype: str = "auto"
 
         def __post_init__(self) -> None:
             if not 0.0 < self.strength <= 1.0:
@@ -96,9 +93,6 @@ class Img2Img(Generator):
     def setup(self, context, adapter_dir):
         from diffusers import StableDiffusionImg2ImgPipeline
 
-        from ddcore.models import load_sd_pipeline, model_identity
-
-        self.context = context
         config = context.config
         if int(config.steps * self.options.strength) < 1:
             raise ConfigError(f"generator.strength {self.options.strength} with --steps {config.steps} leaves no "
@@ -107,16 +101,10 @@ class Img2Img(Generator):
         empty = [context.dataset.classnames[c] for c, shots in self.shots.items() if not shots]
         if empty:
             raise StageError(f"img2img starts from real shots, but class(es) {', '.join(empty[:5])} have none")
-        # Adapters load into (and select on) the text-to-image pipeline; the image-to-image one
-        # is built on the same module objects (not ``from_pipe``, which casts every module to
-        # fp32 by default), so it sees the same weights in the same dtype.
-        self.base = load_sd_pipeline(config.base_model, device=context.device,
-                                     dtype=torch_dtype(self.options.dtype, context.device))
-        swap_scheduler(self.base, self.options.scheduler)
-        self.base_identity = model_identity(config.base_model)
-        self.adapter = context.adapter if adapter_dir is not None else None
-        if self.adapter is not None:
-            self.adapter.load_into(context, self.base, adapter_dir)
+        super().setup(context, adapter_dir)
+        # Adapters load into (and select on) the text-to-image pipeline ``base``; the
+        # image-to-image one is built on the same module objects (not ``from_pipe``, which casts
+        # every module to fp32 by default), so it sees the same weights in the same dtype.
         self.pipe = StableDiffusionImg2ImgPipeline(**self.base.components, requires_safety_checker=False)
         self.pipe.set_progress_bar_config(disable=True)
         self._sources: dict[Path, object] = {}
@@ -138,37 +126,16 @@ class Img2Img(Generator):
     def generate(self, items):
         import torch
 
-        config = self.context.config
-        if self.adapter is not None:
-            self.adapter.select(self.base, items[0].label)
         images = [self._source_image(self.source(item)) for item in items]
-        generators = [torch.Generator(device="cpu").manual_seed(item.seed) for item in items]
-        negative = [self.options.negative_prompt] * len(items) if self.options.negative_prompt else None
         with torch.inference_mode():
-            result = self.pipe(
-                prompt=[item.prompt.text for item in items],
-                image=images,
-                strength=self.options.strength,
-                negative_prompt=negative,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance,
-                generator=generators,
-                output_type="pil",
-            )
-        return result.images
+            return self.pipe(**self.call_arguments(items), image=images, strength=self.options.strength).images
 
     def metadata(self):
-        config = self.context.config
         return {
-            "steps": config.steps,
-            "guidance": config.guidance,
+            **super().metadata(),
             "strength": self.options.strength,
-            "denoising_steps": int(config.steps * self.options.strength),
-            "scheduler": type(self.pipe.scheduler).__name__,
-            "resolution": config.resolution,
+            "denoising_steps": int(self.context.config.steps * self.options.strength),
             "source_resize": "center-crop-square+bicubic",
-            "base_model": self.base_identity,
-            "negative_prompt": self.options.negative_prompt,
         }
 
 

@@ -51,34 +51,39 @@ class Txt2Img(Generator):
 
         self.context = context
         config = context.config
-        self.pipe = load_sd_pipeline(config.base_model, device=context.device,
-                                     dtype=torch_dtype(self.options.dtype, context.device))
-        swap_scheduler(self.pipe, self.options.scheduler)
+        # ``base`` is the text-to-image pipeline adapters load into and select on; a subclass
+        # may render with another pipeline built on its modules (``pipe``).
+        self.base = self.pipe = load_sd_pipeline(config.base_model, device=context.device,
+                                                 dtype=torch_dtype(self.options.dtype, context.device))
+        swap_scheduler(self.base, self.options.scheduler)
         self.base_identity = model_identity(config.base_model)
         self.adapter = context.adapter if adapter_dir is not None else None
         if self.adapter is not None:
-            self.adapter.load_into(context, self.pipe, adapter_dir)
+            self.adapter.load_into(context, self.base, adapter_dir)
 
-    def generate(self, items):
+    def call_arguments(self, items) -> dict:
+        """The pipeline arguments every image-making call shares: prompts, one CPU generator
+        per image, steps, guidance. Switches a per-class adapter to the batch's class."""
         import torch
 
         config = self.context.config
         if self.adapter is not None:
-            self.adapter.select(self.pipe, items[0].label)
-        generators = [torch.Generator(device="cpu").manual_seed(item.seed) for item in items]
-        negative = [self.options.negative_prompt] * len(items) if self.options.negative_prompt else None
+            self.adapter.select(self.base, items[0].label)
+        return {
+            "prompt": [item.prompt.text for item in items],
+            "negative_prompt": [self.options.negative_prompt] * len(items) if self.options.negative_prompt else None,
+            "num_inference_steps": config.steps,
+            "guidance_scale": config.guidance,
+            "generator": [torch.Generator(device="cpu").manual_seed(item.seed) for item in items],
+            "output_type": "pil",
+        }
+
+    def generate(self, items):
+        import torch
+
+        resolution = self.context.config.resolution
         with torch.inference_mode():
-            result = self.pipe(
-                prompt=[item.prompt.text for item in items],
-                negative_prompt=negative,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance,
-                height=config.resolution,
-                width=config.resolution,
-                generator=generators,
-                output_type="pil",
-            )
-        return result.images
+            return self.pipe(**self.call_arguments(items), height=resolution, width=resolution).images
 
     def metadata(self):
         config = self.context.config
