@@ -79,8 +79,14 @@ DEMO_PROFILE: dict[str, Any] = {
     # Flips and crops destroy 32-pixel digits, so the demo trains without augmentation.
     "options": {
         "classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False},
-        "adapter": {"max_steps": 60, "lr": 1e-3, "warmup_steps": 5, "checkpoint_every": 50},
+        # DataDream's step count is max_steps; Diffusion Inversion's is steps, and it learns its
+        # embeddings at its own resolution (32 px for the tiny model).
+        "adapter": {"max_steps": 60, "steps": 60, "resolution": 32, "lr": 1e-3, "warmup_steps": 5,
+                    "checkpoint_every": 50},
         "prompt_builder": {"model": "tiny"},  # the captions builder's captioner
+        # Diffusion Inversion's sampling steps (it has its own, 100 in the paper); VariReal's
+        # segmenter.
+        "generator": {"steps": 10, "segmenter": "tiny"},
         # The clip filter's CLIP; random, it rejects most images, so the attempts are bounded.
         "filter": {"model": "tiny", "max_attempts_per_class": 32},
     },

@@ -25,6 +25,8 @@ from ddcore.store import atomic_save_image, atomic_write_json, atomic_write_text
 
 METADATA = "metadata.jsonl"
 COUNTS = "counts.json"  # kept/dropped per class, written when a filter ran
+# Fields of metadata.jsonl the core owns; plugins add their own beside them.
+CORE_FIELDS = frozenset({"file_name", "label", "class", "index", "prompt", "seed", "source"})
 
 
 def image_seed(run_seed: int, label: int, index: int) -> int:
@@ -235,21 +237,32 @@ class GenerationJob:
                 kept.append(item)
             stats[self.dataset.classnames[label]] = {"kept": len(kept), "dropped": attempts - len(kept)}
             for item in kept:
-                row = {
-                    "file_name": item.file_name,
-                    "label": item.label,
-                    "class": item.classname,
-                    "index": item.index,
-                    "prompt": item.prompt.text,
-                    "seed": item.seed,
-                    **extra,
-                }
-                if item.prompt.source is not None:
-                    row["source"] = str(item.prompt.source)
-                rows.append(row)
+                rows.append(self._row(item, extra))
         atomic_write_text(self.root / METADATA, "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_json(self.root / COUNTS, stats)
         return SyntheticSet(self.root, rows)
+
+
+    def _row(self, item: GenItem, extra: dict[str, Any]) -> dict[str, Any]:
+        """One line of ``metadata.jsonl``: the core's fields, the generator's fields for every
+        image (``extra``), the prompt's ``info`` and the generator's fields for this image."""
+        row = {
+            "file_name": item.file_name,
+            "label": item.label,
+            "class": item.classname,
+            "index": item.index,
+            "prompt": item.prompt.text,
+            "seed": item.seed,
+            **extra,
+        }
+        if item.prompt.source is not None:
+            row["source"] = str(item.prompt.source)
+        for who, fields in (("prompt info", item.prompt.info), ("generator item_metadata", self.generator.item_metadata(item))):
+            clash = sorted(set(fields) & CORE_FIELDS)
+            if clash:
+                raise StageError(f"{who} may not set the core metadata field(s) {', '.join(clash)}")
+            row.update(fields)
+        return row
 
 
 def load_synthetic_set(root: Path) -> SyntheticSet:

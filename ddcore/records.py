@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,15 @@ def safe_dirname(name: str) -> str:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt for one synthetic image, optionally tied to a real source image (img2img)."""
+    """A prompt for one synthetic image, optionally tied to a real source image (img2img).
+
+    ``info`` holds fields the prompt builder wants recorded with every image made from this
+    prompt (e.g. VariReal's ``attribute``, ``value``, ``feasible``); they become columns of
+    ``metadata.jsonl``. Values must be JSON-serialisable."""
 
     text: str
     source: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

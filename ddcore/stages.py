@@ -96,6 +96,13 @@ class Generator(Stage):
         """Fields recorded for every image (steps, guidance, scheduler, resolution, ...)."""
         return {}
 
+    def item_metadata(self, item: "GenItem") -> dict[str, Any]:
+        """Fields recorded for image ``item`` alone (which embedding or source it came from,
+        the perturbation drawn for it, ...). Called after ``setup``; it must give the same
+        answer as when the image was rendered, so derive it from the item (its seed), not from
+        state. The default records nothing."""
+        return {}
+
 
 class Filter(Stage):
     """Keeps or drops generated images."""

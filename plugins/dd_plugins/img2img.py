@@ -28,6 +28,7 @@ on its item (seed, prompt, source), never on the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def tie_prompts_to_shots(prompts: list[Prompt], shots: list) -> list[Prompt]:
     if not shots or all(p.source is not None for p in prompts):
         return prompts
     length = math.lcm(len(prompts), len(shots))
-    return [Prompt(prompts[j % len(prompts)].text, source_for(j, prompts[j % len(prompts)], shots))
+    return [dataclasses.replace(prompts[j % len(prompts)], source=source_for(j, prompts[j % len(prompts)], shots))
             for j in range(length)]
 
 
