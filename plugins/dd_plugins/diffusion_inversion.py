@@ -1,0 +1,1 @@
+"""Diffusion Inversion (placeholder, being written)."""

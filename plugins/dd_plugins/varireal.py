@@ -1,0 +1,1 @@
+"""VariReal (placeholder, being written)."""
