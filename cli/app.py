@@ -19,7 +19,7 @@ from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
 from dd_cli.render import (compare_table, plugin_rows, plugins_table, predictions_table, print_json,
-                           results_table, results_title)
+                           quality_table, results_table, results_title)
 
 app = typer.Typer(
     add_completion=False,
@@ -201,6 +201,9 @@ def compare(
     scale_images: Optional[str] = Opt(None, "--scale-images", help="Scaling study: images per class, e.g. 100,200,500."),
     scale_shots: Optional[str] = Opt(None, "--scale-shots", help="Scaling study: shots, e.g. 1,2,4,8,16."),
     out: Path = Opt(Path("compare"), "--out", help="Folder for the runs, the shared stages, the table and the report."),
+    quality_features: str = Opt("classifier", "--quality-features",
+                                help="Feature space of the synthetic-vs-real measures: classifier (the first "
+                                     "classifier's CLIP), clip, clip:SPEC, inception or pixels."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run methods x classifiers x seeds on one data set, sharing every stage, and write the
@@ -209,12 +212,7 @@ def compare(
     from ddcore.compare import CompareSpec, run_matrix
     from ddcore.compare_report import write_compare_outputs
 
-    run_command = typer.main.get_command(app).commands["run"]
-    try:
-        shared = run_command.make_context("run", list(ctx.args), resilient_parsing=False).params
-    except Exception as exc:  # a usage error in the shared flags: show it as one
-        raise typer.BadParameter(str(exc)) from None
-    base = _config_from(shared)
+    base = _shared_run_config(ctx)
     spec = CompareSpec(
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         classifiers=[c.strip() for c in classifiers.split(",") if c.strip()],
@@ -222,6 +220,7 @@ def compare(
         settings=[s.strip() for s in settings.split(",") if s.strip()],
         scale_images=_ints(scale_images, "--scale-images") if scale_images else [],
         scale_shots=_ints(scale_shots, "--scale-shots") if scale_shots else [],
+        quality_features=quality_features,
     )
     rows = run_matrix(spec, get_plugins(), _reporter(quiet))
     if not rows:  # a helper process of a multi-process launch
@@ -229,6 +228,46 @@ def compare(
     written = write_compare_outputs(spec, rows, get_plugins(), _reporter(quiet))
     console.print(compare_table(written["table"]))
     console.print(f"table: {written['markdown']}   report: {written['report']}", highlight=False, soft_wrap=True)
+
+
+def _shared_run_config(ctx: typer.Context):
+    """A RunConfig from the `dd run` flags left over on a command that accepts them."""
+    run_command = typer.main.get_command(app).commands["run"]
+    try:
+        shared = run_command.make_context("run", list(ctx.args), resilient_parsing=False).params
+    except Exception as exc:  # a usage error in the shared flags: show it as one
+        raise typer.BadParameter(str(exc)) from None
+    return _config_from(shared)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def quality(
+    ctx: typer.Context,
+    synthetic: Path = typer.Argument(..., help="A run folder, or a folder of synthetic images (one sub-folder per "
+                                               "class, or `dd generate`'s with metadata.jsonl)."),
+    features: str = Opt("clip", "--features", help="Feature space: clip (ViT-B/16), clip:SPEC (any classifier "
+                                                   "model spec, e.g. tiny), inception or pixels."),
+    real: str = Opt("train", "--real", help="Real images to compare with: train, val, test, or shots (a run's)."),
+    k: int = Opt(5, "--k", help="Nearest neighbours for precision, recall, density and coverage."),
+    out: Optional[Path] = Opt(None, "--out", help="Report folder (default: <run>/quality, or quality-<folder>)."),
+    quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """How close a synthetic set is to the real images: Frechet distance, precision, recall,
+    density and coverage, per class and overall, in a chosen feature space. For a folder,
+    name its data set with the `dd run` flags (--data, --dataset, --split)."""
+    from ddcore.pipeline import RUN_FILE, resolve_device
+    from ddcore.quality_report import feature_space, set_quality_report, sets_to_compare
+
+    config = _shared_run_config(ctx)
+    real_set, synthetic_set, classnames = sets_to_compare(synthetic, config, get_plugins(), real)
+    is_run = (synthetic / RUN_FILE).is_file()
+    out = out or (synthetic / "quality" if is_run else Path(f"quality-{synthetic.resolve().name}"))
+    reporter = _reporter(quiet)
+    compute, described = feature_space(features, device=resolve_device(config.device), reporter=reporter)
+    result = set_quality_report(real_set, synthetic_set, classnames, compute, space=described, k=k, out=out)
+    console.print(quality_table(result))
+    console.print(f"report: {out / 'quality.md'}   numbers: {out / 'quality.json'}   plot: {out / 'quality.png'}",
+                  highlight=False, soft_wrap=True)
 
 
 CLASSIFIER_DIR = typer.Argument(..., help="A run folder, or a classifier folder (<run>/classifier/<key>).")

@@ -98,6 +98,25 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def quality_table(result: dict[str, Any], max_classes: int = 30) -> Table:
+    """The set-quality report: the pooled row first, then each class."""
+    from ddcore.quality_report import quality_rows
+
+    table = Table(title=f"synthetic vs real in {result['space']} (k = {result['k']})", title_justify="left")
+    for column in ("class", "real", "synthetic", "FD ↓", "precision", "recall", "density", "coverage"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    rows = quality_rows(result)
+    for i, row in enumerate(rows[: max_classes + 1]):
+        cells = [row[key] for key in ("fd", "precision", "recall", "density", "coverage")]
+        table.add_row(f"[bold]{row['class']}[/]" if i == 0 else row["class"], str(row["n_real"]),
+                      str(row["n_synthetic"]), *("–" if v is None else f"{v:.3f}" for v in cells))
+        if i == 0:
+            table.add_section()
+    if len(rows) > max_classes + 1:
+        table.add_row(f"… {len(rows) - max_classes - 1} more in quality.csv", "", "", "", "", "", "", "")
+    return table
+
+
 def print_json(console: Console, data: Any) -> None:
     import json
 

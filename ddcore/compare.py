@@ -58,6 +58,9 @@ class CompareSpec:
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     scale_images: list[int] = field(default_factory=list)  # images per class for the scaling study
     scale_shots: list[int] = field(default_factory=list)  # shots for the scaling study
+    # The feature space of the set-quality measures (ddcore.quality_report); "classifier": the
+    # first classifier's CLIP image features.
+    quality_features: str = "classifier"
 
 
 def plan(spec: CompareSpec, plugins: Plugins) -> list[PlannedRun]:

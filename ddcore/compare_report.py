@@ -8,14 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ddcore.compare import CompareSpec, PlannedRun, run_config, scaling_rows, table_rows
 from ddcore.errors import DDError
 from ddcore.generation import load_synthetic_set
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
-from ddcore.records import Sample
 from ddcore.store import atomic_write_json, atomic_write_text
 
 GRID_IMAGES = 6  # synthetic images per class and method in the report
@@ -92,38 +90,32 @@ def feature_model(spec: CompareSpec, plugins: Plugins) -> str | None:
 def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plugins: Plugins,
                       reporter: Reporter) -> tuple[dict[str, dict[str, dict]] | None, str | None]:
     """Per method and class: Frechet distance (and precision/recall/density/coverage) between
-    the synthetic images and the data set's real train images, in the classifier's CLIP
-    image-feature space. Returns (None, why) when it cannot be computed."""
-    from ddcore.models import load_clip
-    from ddcore.quality import (frechet_distance, image_features, inception_features, inception_weights,
-                                per_class_quality)
+    the synthetic images and the data set's real train images, in ``spec.quality_features``
+    (``classifier``: the first classifier's CLIP image-feature space). Returns (None, why)
+    when it cannot be computed."""
+    from ddcore.quality import frechet_distance, inception_features, inception_weights, per_class_quality
+    from ddcore.quality_report import feature_space
 
     references = _reference_rows(rows)
-    model = feature_model(spec, plugins)
     if not references:
         return None, None
-    if model is None:
-        return None, f"no feature distances: classifier '{spec.classifiers[0]}' has no CLIP image encoder"
+    space = spec.quality_features
+    if space == "classifier":
+        model = feature_model(spec, plugins)
+        if model is None:
+            return None, f"no feature distances: classifier '{spec.classifiers[0]}' has no CLIP image encoder"
+        space = f"clip:{model}"
     try:
-        loaded = load_clip(model, device=first.context.device)
+        features, described = feature_space(space, device=first.context.device, reporter=reporter)
     except DDError as exc:
         return None, f"no feature distances: {exc}"
-    cache: dict[Path, np.ndarray] = {}
-
-    def features(samples: list[Sample]) -> np.ndarray:
-        missing = [s for s in samples if s.path not in cache]
-        if missing:
-            for sample, row in zip(missing, image_features(model, missing, device=first.context.device, loaded=loaded,
-                                                           reporter=reporter)):
-                cache[sample.path] = row
-        return np.stack([cache[s.path] for s in samples])
 
     classnames = first.dataset.classnames
     quality, sets = {}, {}
     for method, row in references.items():
         sets[method] = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
         quality[method] = per_class_quality(first.dataset.train, sets[method], classnames, features)
-    note = f"feature distances: {model} image features, synthetic vs the train split's real images"
+    note = f"feature distances: {described}, synthetic vs the train split's real images"
     weights = inception_weights()
     if weights is not None:  # Inception FID over all classes, when its weights are on disk
         device = first.context.device

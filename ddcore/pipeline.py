@@ -60,6 +60,15 @@ class RunContext:
         return grouped
 
 
+def load_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
+    """The data set a config names: ``--dataset``, else a CoOp split file, an image folder, or
+    the built-in digits."""
+    name = config.dataset or ("coop-split" if config.split else "imagefolder" if config.data else "digits")
+    data = Path(config.data).expanduser() if config.data else None
+    split = Path(config.split).expanduser() if config.split else None
+    return plugins.create("dataset", name).load(data, split)
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -87,11 +96,7 @@ class Run:
             for kind, name in self.choices.items()
             if name is not None
         }
-        dataset_name = config.dataset or ("coop-split" if config.split else "imagefolder" if config.data else "digits")
-        source = self.plugins.create("dataset", dataset_name)
-        data = Path(config.data).expanduser() if config.data else None
-        split = Path(config.split).expanduser() if config.split else None
-        self.dataset = source.load(data, split)
+        self.dataset = load_dataset(config, self.plugins)
         self.out = Path(config.out) if config.out else default_out(config, self.dataset.name)
         # Stage outputs live under the store: the run folder itself, or one shared by many runs
         # (``dd compare``), where equal keys mean one adapter, one synthetic set, one classifier.

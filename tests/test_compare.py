@@ -108,10 +108,15 @@ def test_dd_compare_runs_the_paper_matrix_and_writes_table_and_report(tiny_folde
     assert set(quality) == {"issynth", "disef", "datadream-dset", "datadream-cls"}
     # Shared: one adapter per seed for dset, one per seed for cls; one set per generating method and seed.
     assert len(_folders(out, "synthetic")) == 4 * 3
+    assert "tiny image features" in (out / "report" / "index.html").read_text()
     rerun = run_dd("compare", "--methods", ALL_METHODS, "--classifiers", "clip-vitb16", "--seeds", "0,1,2",
-                   "--out", str(out), "--data", str(tiny_folder), *FAST, *FAST_ADAPTER, *TINY_DISEF)
+                   "--out", str(out), "--data", str(tiny_folder), *FAST, *FAST_ADAPTER, *TINY_DISEF,
+                   "--quality-features", "pixels")
     assert rerun.returncode == 0, rerun.stderr
     assert "training classifier" not in rerun.stderr and rerun.stderr.count("reusing") >= 30
+    # The set-quality measures in another feature space: the rerun's report says which.
+    assert "pixels (16x16 RGB)" in (out / "report" / "index.html").read_text()
+    assert set(json.loads((out / "quality.json").read_text())) == set(quality)
 
 
 def test_a_class_the_filter_empties_is_reported_not_a_crash(tiny_folder, tmp_path, monkeypatch):
