@@ -140,6 +140,37 @@ def test_metadata_rows_describe_each_image(tmp_path):
                      "generator": "seed-colour", "steps": 0}
 
 
+class SeedColourWithParity(SeedColour):
+    """Records, per image, a field derived from its seed (as a generator's perturbation is)."""
+
+    def item_metadata(self, item):
+        return {"parity": item.seed % 2}
+
+
+def test_prompt_info_and_item_metadata_land_in_each_row(tmp_path):
+    dataset = small_dataset(2)
+    prompts = {c: [Prompt("plain", info={"attribute": "color", "feasible": c == 0}), Prompt("other")]
+               for c in range(2)}
+    j = GenerationJob(dataset=dataset, prompts=prompts, generator=SeedColourWithParity(), filter=KeepAll(),
+                      root=tmp_path, count=2, run_seed=7, batch_size=2, max_attempts_per_class=2, reporter=SILENT,
+                      setup=lambda: None)
+    j.run()
+    rows = j.finish({"generator": "seed-colour"}).items
+    assert [(r["class"], r.get("attribute"), r.get("feasible")) for r in rows] == [
+        ("class 0", "color", True), ("class 0", None, None), ("class 1", "color", False), ("class 1", None, None)]
+    assert [r["parity"] for r in rows] == [image_seed(7, r["label"], r["index"]) % 2 for r in rows]
+
+
+def test_a_plugin_field_may_not_overwrite_a_core_field(tmp_path):
+    prompts = {c: [Prompt("p", info={"seed": 3})] for c in range(3)}
+    j = GenerationJob(dataset=small_dataset(), prompts=prompts, generator=SeedColour(), filter=KeepAll(),
+                      root=tmp_path, count=1, run_seed=7, batch_size=1, max_attempts_per_class=1, reporter=SILENT,
+                      setup=lambda: None)
+    j.run()
+    with pytest.raises(StageError, match="prompt info may not set the core metadata field.* seed"):
+        j.finish({})
+
+
 def test_filtered_generation_keeps_the_first_passing_attempts_whatever_the_batch(tmp_path):
     sets = []
     for batch in (1, 4):
