@@ -30,6 +30,18 @@ def training_dtype(mixed_precision: str, device: str) -> torch.dtype:
     return torch.float16 if mixed_precision == "fp16" else torch.bfloat16
 
 
+def denoising_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor,
+                     timesteps: torch.Tensor) -> torch.Tensor:
+    """What the U-Net learns to predict, as the checkpoint's scheduler says: the noise
+    (``epsilon``) or the velocity (``v_prediction``)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise ConfigError(f"the base model predicts '{kind}'; only epsilon and v_prediction are handled")
+
+
 class ShotLatents:
     """The shots' VAE latent distributions, computed once.
 
@@ -204,13 +216,7 @@ class LoraTrainer:
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
             context = self.text_encoder(ids)[0]
             prediction = self.unet(noisy, timesteps, encoder_hidden_states=context).sample
-        kind = self.noise_scheduler.config.prediction_type
-        if kind == "epsilon":
-            target = noise
-        elif kind == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            raise ConfigError(f"the base model predicts '{kind}'; DataDream handles epsilon and v_prediction")
+        target = denoising_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * weights).sum()
 
