@@ -256,3 +256,79 @@ def save_tiny_captioner(dest: Path) -> Path:
     model.save_pretrained(str(dest))
     processor.save_pretrained(str(dest))
     return dest
+
+
+# --------------------------------------------------------------------------- tiny SAM segmenter
+
+
+def tiny_sam():
+    """A tiny random SAM (``SamModel`` and its ``SamProcessor``), deterministic and offline: 64 px
+    model input, 8 px patches, 32-wide layers. Returns ``(model, processor)``. Its masks are
+    meaningless but have the shapes and the post-processing of a real checkpoint's."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    size, patch, width = 64, 8, 32
+    config = SamConfig(
+        vision_config=dict(hidden_size=width, output_channels=width, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=size, patch_size=patch, window_size=4, global_attn_indexes=(1,),
+                           mlp_dim=2 * width, num_pos_feats=width // 2),
+        prompt_encoder_config=dict(hidden_size=width, image_size=size, patch_size=patch, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=width, mlp_dim=2 * width, num_attention_heads=2,
+                                 iou_head_hidden_dim=width),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SamModel(config).eval()
+    mask_side = size // patch * 4  # the mask decoder upscales the image embedding 4x
+    processor = SamProcessor(image_processor=SamImageProcessor(
+        size={"longest_edge": size}, pad_size={"height": size, "width": size},
+        mask_size={"longest_edge": mask_side}, mask_pad_size={"height": mask_side, "width": mask_side}))
+    return model, processor
+
+
+def save_tiny_sam(dest: Path) -> Path:
+    """Save the tiny SAM with ``save_pretrained`` (a folder loadable like a downloaded SAM)."""
+    dest = Path(dest)
+    model, processor = tiny_sam()
+    model.save_pretrained(str(dest))
+    processor.save_pretrained(str(dest))
+    return dest
+
+
+# --------------------------------------------------------------------------- tiny text generator
+
+# A minimal chat template, so that code paths for chat models run with the tiny model too.
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} . {% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def tiny_text_generator():
+    """A tiny random causal language model (``LlamaForCausalLM``) and an offline WordPiece
+    tokenizer over the captioner's 2k-word vocabulary (with a chat template), deterministic.
+    Returns ``(model, tokenizer)``. Its answers are random words, often several per line."""
+    from transformers import BertTokenizer, LlamaConfig, LlamaForCausalLM
+
+    vocab = _tiny_caption_vocab()
+    tokenizer = BertTokenizer(vocab=vocab, bos_token="[CLS]", eos_token="[SEP]",
+                              model_input_names=["input_ids", "attention_mask"])
+    tokenizer.chat_template = _TINY_CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         initializer_range=0.5, bos_token_id=vocab["[CLS]"], eos_token_id=vocab["[SEP]"],
+                         pad_token_id=vocab["[PAD]"], tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).eval()
+    return model, tokenizer
+
+
+def save_tiny_text_generator(dest: Path) -> Path:
+    """Save the tiny language model and its tokenizer (a folder loadable with ``AutoTokenizer``
+    and ``AutoModelForCausalLM``, like a downloaded one)."""
+    dest = Path(dest)
+    model, tokenizer = tiny_text_generator()
+    model.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
+    return dest
