@@ -27,6 +27,12 @@ def digest(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from parts, the same on every machine, process and Python version
+    (``hash()`` of a str is not)."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
 @contextlib.contextmanager
 def _disk_errors(path: Path) -> Iterator[None]:
     try:

@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddcore.errors import ConfigError, ModelNotFoundError, StageError
+from ddcore.errors import ConfigError, StageError
 from ddcore.hookspecs import hookimpl
 from ddcore.records import Prompt
 from ddcore.stages import Method, PromptBuilder
@@ -44,36 +44,10 @@ from ddcore.store import file_sha256
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 DISEF_QUERY = "Provide a detailed caption for the image focusing on the object, knowing it's a {classname}."
-TINY = "tiny"
 CACHE_DIR = "captions"
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _reason(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _load_errors() -> tuple[type[BaseException], ...]:
-    """What transformers raises for a model it cannot find or does not know."""
-    errors: list[type[BaseException]] = [OSError, ValueError, KeyError]
-    try:
-        from huggingface_hub import errors as hf_errors
-
-        for name in ("HfHubHTTPError", "EntryNotFoundError", "RepositoryNotFoundError", "LocalEntryNotFoundError"):
-            cls = getattr(hf_errors, name, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                errors.append(cls)
-    except ImportError:  # pragma: no cover - a transformers dependency
-        pass
-    return tuple(errors)
-
-
-def _looks_like_path(model: str) -> bool:
-    """A folder rather than a hub id ('org/name' has at most one slash)."""
-    return model.startswith(("/", "./", "../", "~", ".")) or "\\" in model or model.count("/") > 1
 
 
 class _ImageOnlyProcessor:
@@ -109,47 +83,19 @@ def load_captioner(spec: str, *, device: str = "cpu", dtype=None) -> "Captioner"
     (``HF_HOME`` / ``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` honoured). A model that cannot be found
     raises a one-line :class:`ModelNotFoundError` saying how to use a local folder."""
     import torch
-    import transformers.utils.logging
 
-    from ddcore.models import model_identity
-    from ddcore.models.paths import hub_cache_dir, hub_offline, hub_offline_mode
+    from ddcore.models.loading import load_pretrained
 
-    transformers.utils.logging.disable_progress_bar()
     dtype = dtype or torch.float32
-    spec = spec.strip()
-    identity = model_identity(spec)
-    use_folder = "download it where there is internet (`hf download {id} --local-dir DIR`) and pass " \
-                 "--set prompt_builder.model=DIR"
-    if spec == TINY:
+
+    def tiny():
         from ddcore.models.tiny import tiny_captioner
 
         model, processor = tiny_captioner()
-        model.to(dtype=dtype)
-    elif Path(identity).is_dir():
-        folder = Path(identity)
-        if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(f"cannot load captioning model from '{folder}': it is not a transformers model "
-                                     f"folder (no config.json); pass a folder made by `hf download ORG/REPO "
-                                     f"--local-dir DIR` or save_pretrained")
-        try:
-            model, processor = _from_pretrained(str(folder), dtype, local_files_only=True)
-        except _load_errors() as exc:
-            raise ModelNotFoundError(f"cannot load captioning model from folder '{folder}': {_reason(exc)}") from exc
-    elif _looks_like_path(spec):
-        raise ModelNotFoundError(f"cannot load captioning model '{spec}': no such folder ({identity}); pass an "
-                                 f"existing model folder or a Hugging Face hub id as --set prompt_builder.model=...")
-    else:
-        kwargs = {"cache_dir": hub_cache_dir()} if hub_cache_dir() else {}
-        if hub_offline():
-            kwargs["local_files_only"] = True
-        try:
-            with hub_offline_mode():
-                model, processor = _from_pretrained(spec, dtype, **kwargs)
-        except _load_errors() as exc:
-            why = "offline: HF_HUB_OFFLINE=1" if hub_offline() else _reason(exc)
-            raise ModelNotFoundError(
-                f"cannot load captioning model '{spec}': not a local folder and not available from the Hugging Face "
-                f"hub ({why}); {use_folder.format(id=spec)}") from exc
+        return model.to(dtype=dtype), processor
+
+    (model, processor), identity = load_pretrained(spec, what="captioning model", use="--set prompt_builder.model=DIR",
+                                                   tiny=tiny, load=lambda source, **kw: _from_pretrained(source, dtype, **kw))
     return Captioner(model.to(device).eval(), processor, identity, device)
 
 

@@ -3,7 +3,6 @@ registration so the plugin module imports nothing heavy)."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 
 from ddcore.distributed import ProcessInfo, sum_gradients
 from ddcore.errors import ConfigError
-from ddcore.store import atomic_write_bytes
+from ddcore.store import atomic_write_bytes, stable_seed
 
 from dd_plugins.datadream import ADAPTER_NAME, CHECKPOINTS, WEIGHTS, Group
 
@@ -185,7 +184,7 @@ class LoraTrainer:
         per_epoch = math.ceil(len(group.shots) / size)
         epoch, position = divmod(step, per_epoch)
         order = list(group.shots)
-        random.Random(_seed(self.context.config.seed, group.name, "epoch", epoch)).shuffle(order)
+        random.Random(stable_seed(self.context.config.seed, group.name, "epoch", epoch)).shuffle(order)
         chosen = order[position * size:(position + 1) * size]
         return chosen + order[: size - len(chosen)]  # the last batch of an epoch is filled up
 
@@ -196,7 +195,7 @@ class LoraTrainer:
         same however many processes share it. With data parallelism each process takes every
         n-th sample and scales its sum so that the gradients summed over processes equal the
         gradient of the full batch's mean: the result matches a single process."""
-        generator = torch.Generator().manual_seed(_seed(self.context.config.seed, group.name, step))
+        generator = torch.Generator().manual_seed(stable_seed(self.context.config.seed, group.name, step))
         indices = self._batch_indices(group, step)
         latents = self.latents.batch(indices, generator)
         ids = self.prompt_ids[indices]
@@ -302,10 +301,6 @@ class PriorSet:
         pick = torch.randint(0, len(self.latents), (size,), generator=generator)
         return self.latents[pick], self.ids[pick]
 
-
-def _seed(*parts: object) -> int:
-    """A seed from parts, stable across processes (``hash()`` of a str is not)."""
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
 def _targets(text: str) -> list[str]:

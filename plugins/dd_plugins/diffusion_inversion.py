@@ -27,7 +27,6 @@ The heavy training loop lives in ``dd_plugins.diffusion_inversion_training``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 from ddcore.errors import ConfigError, StageError
 from ddcore.hookspecs import hookimpl
 from ddcore.stages import Adapter, Generator, Method
+from ddcore.store import stable_seed
 
 EMBEDDINGS = "embeddings.safetensors"
 INFO = "embeddings.json"
@@ -47,10 +47,6 @@ CONDITIONING = "learned embeddings, text encoder bypassed (the prompt text is no
 USE_ADAPTER = f"use `--adapter {NAME}` (or `--method {NAME}`)"
 USE_GENERATOR = f"use `--generator {NAME}` (or `--method {NAME}`)"
 
-
-def _seed(*parts: object) -> int:
-    """A 63-bit seed from parts, the same on every machine and Python version."""
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
 # --------------------------------------------------------------------------- adapter
@@ -259,7 +255,7 @@ class DiffusionInversionGenerator(Generator):
         torch = self._torch
         rows = self.rows[item.label]
         position = item.index % len(rows)
-        generator = torch.Generator(device="cpu").manual_seed(_seed("diffusion-inversion", item.seed))
+        generator = torch.Generator(device="cpu").manual_seed(stable_seed("diffusion-inversion", item.seed))
         partner = position
         if len(rows) > 1:
             other = int(torch.randint(0, len(rows) - 1, (1,), generator=generator))

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddcore.store import atomic_write_bytes
+from ddcore.store import atomic_write_bytes, stable_seed
 
 from dd_plugins.datadream_training import denoising_target, training_dtype
-from dd_plugins.diffusion_inversion import CHECKPOINTS, GROUPS, _seed
+from dd_plugins.diffusion_inversion import CHECKPOINTS, GROUPS
 
 
 def square_pixels(path: Path, resolution: int) -> torch.Tensor:
@@ -82,7 +82,7 @@ class EmbeddingTrainer:
         scale, tokens = self.options.init_scale, self.options.tokens
         rows = []
         for i in indices:
-            generator = torch.Generator().manual_seed(_seed(self.context.config.seed, "di-init", i))
+            generator = torch.Generator().manual_seed(stable_seed(self.context.config.seed, "di-init", i))
             rows.append((torch.rand((tokens, self.dim), generator=generator) * 2 - 1) * scale)
         return torch.stack(rows)
 
@@ -92,7 +92,7 @@ class EmbeddingTrainer:
         per_epoch = math.ceil(size / batch)
         epoch, position = divmod(step, per_epoch)
         order = list(range(size))
-        random.Random(_seed(self.context.config.seed, "di-epoch", group, epoch)).shuffle(order)
+        random.Random(stable_seed(self.context.config.seed, "di-epoch", group, epoch)).shuffle(order)
         chosen = order[position * batch:(position + 1) * batch]
         return chosen + order[: batch - len(chosen)]
 
@@ -133,7 +133,7 @@ class EmbeddingTrainer:
             pass
 
     def _loss(self, embeddings: torch.Tensor, group: int, indices: list[int], step: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(_seed(self.context.config.seed, "di-step", group, step))
+        generator = torch.Generator().manual_seed(stable_seed(self.context.config.seed, "di-step", group, step))
         positions = self._batch(group, len(indices), step)
         latents = torch.stack([self.means[indices[p]] + self.stds[indices[p]]
                                * torch.randn(self.means[indices[p]].shape, generator=generator)

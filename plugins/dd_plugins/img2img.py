@@ -92,8 +92,6 @@ class Img2Img(Txt2Img):
         return {label: tie_prompts_to_shots(p, shots.get(label, [])) for label, p in prompts.items()}
 
     def setup(self, context, adapter_dir):
-        from diffusers import StableDiffusionImg2ImgPipeline
-
         config = context.config
         if int(config.steps * self.options.strength) < 1:
             raise ConfigError(f"generator.strength {self.options.strength} with --steps {config.steps} leaves no "
@@ -101,14 +99,21 @@ class Img2Img(Txt2Img):
         self.shots = context.shots_by_class()
         empty = [context.dataset.classnames[c] for c, shots in self.shots.items() if not shots]
         if empty:
-            raise StageError(f"img2img starts from real shots, but class(es) {', '.join(empty[:5])} have none")
+            raise StageError(f"generator '{getattr(self, 'name', 'img2img')}' starts from real shots, but class(es) "
+                             f"{', '.join(empty[:5])} have none")
         super().setup(context, adapter_dir)
-        # Adapters load into (and select on) the text-to-image pipeline ``base``; the
-        # image-to-image one is built on the same module objects (not ``from_pipe``, which casts
-        # every module to fp32 by default), so it sees the same weights in the same dtype.
-        self.pipe = StableDiffusionImg2ImgPipeline(**self.base.components, requires_safety_checker=False)
+        self.pipe = self.image_pipeline()
         self.pipe.set_progress_bar_config(disable=True)
         self._sources: dict[Path, object] = {}
+
+    def image_pipeline(self):
+        """The pipeline that renders. Adapters load into (and select on) the text-to-image
+        pipeline ``base``; this one is built on the same module objects (not ``from_pipe``,
+        which casts every module to fp32 by default), so it sees the same weights in the same
+        dtype."""
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        return StableDiffusionImg2ImgPipeline(**self.base.components, requires_safety_checker=False)
 
     def source(self, item) -> Path:
         """The real image ``item`` starts from."""

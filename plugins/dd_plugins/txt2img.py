@@ -46,17 +46,19 @@ class Txt2Img(Generator):
         scheduler: str = ""  # a diffusers scheduler class name; empty keeps the checkpoint's
         dtype: str = "auto"
 
-    def setup(self, context, adapter_dir):
-        from ddcore.models import load_sd_pipeline, model_identity
+    def load_base(self, context):
+        """The pipeline adapters load into and select on: the base model's text-to-image one. A
+        subclass may load another, or render with a pipeline built on its modules (``pipe``)."""
+        from ddcore.models import load_sd_pipeline
 
+        return load_sd_pipeline(context.config.base_model, device=context.device,
+                                dtype=torch_dtype(self.options.dtype, context.device))
+
+    def setup(self, context, adapter_dir):
         self.context = context
-        config = context.config
-        # ``base`` is the text-to-image pipeline adapters load into and select on; a subclass
-        # may render with another pipeline built on its modules (``pipe``).
-        self.base = self.pipe = load_sd_pipeline(config.base_model, device=context.device,
-                                                 dtype=torch_dtype(self.options.dtype, context.device))
+        self.base = self.pipe = self.load_base(context)
         swap_scheduler(self.base, self.options.scheduler)
-        self.base_identity = model_identity(config.base_model)
+        self.base_identity = self.base.dd_model_id
         self.adapter = context.adapter if adapter_dir is not None else None
         if self.adapter is not None:
             self.adapter.load_into(context, self.base, adapter_dir)

@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddcore.errors import ConfigError, DataError, ModelNotFoundError, StageError
+from ddcore.errors import ConfigError, DataError, StageError
 from ddcore.hookspecs import hookimpl
 from ddcore.records import Prompt
 from ddcore.stages import Method, PromptBuilder
 
-from .captions import _load_errors, _looks_like_path, _reason
+from ddcore.models.loading import load_pretrained, short_reason
 from .img2img import Img2Img, square_source
-from .txt2img import Txt2Img, swap_scheduler, torch_dtype
+from .txt2img import torch_dtype
 
 TINY = "tiny"
 ATTRIBUTES = ("background", "color", "texture")
@@ -131,47 +131,6 @@ def article(word: str) -> str:
 # --------------------------------------------------------------------------- loading models
 
 
-def load_transformers_model(spec: str, *, what: str, option: str, tiny, load) -> tuple[Any, str]:
-    """``tiny`` (``tiny()``), a local transformers folder or a hub id, loaded with
-    ``load(source, **kwargs)``. Returns ``(loaded, identity)``. A model that cannot be found is a
-    one-line :class:`ModelNotFoundError` that says how to use a local copy."""
-    import transformers.utils.logging
-
-    from ddcore.models import model_identity
-    from ddcore.models.paths import hub_cache_dir, hub_offline, hub_offline_mode
-
-    transformers.utils.logging.disable_progress_bar()
-    spec = spec.strip()
-    identity = model_identity(spec)
-    if spec == TINY:
-        return tiny(), identity
-    if Path(identity).is_dir():
-        folder = Path(identity)
-        if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(f"cannot load {what} from '{folder}': it is not a transformers model folder "
-                                     f"(no config.json); pass a folder made by `hf download ORG/REPO --local-dir "
-                                     f"DIR` or save_pretrained as --set {option}=DIR")
-        try:
-            return load(str(folder), local_files_only=True), identity
-        except _load_errors() as exc:
-            raise ModelNotFoundError(f"cannot load {what} from folder '{folder}': {_reason(exc)}") from exc
-    if _looks_like_path(spec):
-        raise ModelNotFoundError(f"cannot load {what} '{spec}': no such folder ({identity}); pass an existing "
-                                 f"model folder or a Hugging Face hub id as --set {option}=...")
-    kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_cache_dir() else {}
-    if hub_offline():
-        kwargs["local_files_only"] = True
-    try:
-        with hub_offline_mode():
-            return load(spec, **kwargs), identity
-    except _load_errors() as exc:
-        why = "offline: HF_HUB_OFFLINE=1" if hub_offline() else _reason(exc)
-        raise ModelNotFoundError(
-            f"cannot load {what} '{spec}': not a local folder and not available from the Hugging Face hub ({why}); "
-            f"download it where there is internet (`hf download {spec} --local-dir DIR`) and pass "
-            f"--set {option}=DIR") from exc
-
-
 class TextGenerator:
     """A causal language model and its tokenizer; :meth:`ask` decodes greedily (deterministic)."""
 
@@ -212,8 +171,8 @@ def load_text_generator(spec: str, *, device: str = "cpu", dtype=None) -> TextGe
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs), tokenizer
 
-    (model, tokenizer), identity = load_transformers_model(spec, what="text generation model",
-                                                           option="prompt_builder.text_model", tiny=tiny, load=load)
+    (model, tokenizer), identity = load_pretrained(spec, what="text generation model",
+                                                   use="--set prompt_builder.text_model=DIR", tiny=tiny, load=load)
     return TextGenerator(model.to(device=device, dtype=dtype).eval(), tokenizer, identity, device)
 
 
@@ -333,7 +292,7 @@ class AttributePrompts(PromptBuilder):
         except FileNotFoundError:
             raise ConfigError(f"prompt_builder.values_file: no such file {path}") from None
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"prompt_builder.values_file {path} is not valid JSON: {_reason(exc)}") from None
+            raise ConfigError(f"prompt_builder.values_file {path} is not valid JSON: {short_reason(exc)}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"prompt_builder.values_file {path} must hold a JSON object")
         dataset = context.dataset
@@ -460,8 +419,8 @@ class SamSegmenter:
             processor = SamProcessor.from_pretrained(source, **kwargs)
             return SamModel.from_pretrained(source, **kwargs), processor
 
-        (model, self.processor), self.identity = load_transformers_model(
-            spec, what="segmentation model (SAM)", option="generator.segmenter", tiny=tiny, load=load)
+        (model, self.processor), self.identity = load_pretrained(
+            spec, what="segmentation model (SAM)", use="--set generator.segmenter=DIR", tiny=tiny, load=load)
         self.model, self.device = model.to(device).eval(), device
 
     def object_mask(self, image):
@@ -484,55 +443,17 @@ class SamSegmenter:
 # --------------------------------------------------------------------------- the generator
 
 
-def _dtype_kwargs(dtype):
-    from ddcore.models.diffusion import _dtype_kwargs as kwargs
-
-    return kwargs(dtype)
-
-
-def load_inpaint_pipeline(model: str, *, device: str, dtype):
+def load_inpaint_pipeline(model: str, *, device: str, dtype=None):
     """A dedicated inpainting checkpoint (hub id or diffusers folder) as a
     ``StableDiffusionInpaintPipeline``; one-line :class:`ModelNotFoundError` when not reachable."""
-    import diffusers.utils.logging
+    import torch
     from diffusers import StableDiffusionInpaintPipeline
 
-    from ddcore.models import model_identity
-    from ddcore.models.diffusion import _hub_errors, _looks_like_path as looks_like_path
-    from ddcore.models.paths import hub_cache_dir, hub_offline, hub_offline_mode
+    from ddcore.models import load_sd_pipeline
 
-    diffusers.utils.logging.disable_progress_bar()
-    identity = model_identity(model)
-    path = Path(identity)
-    common = {"safety_checker": None, "requires_safety_checker": False, **_dtype_kwargs(dtype)}
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelNotFoundError(f"cannot load inpainting model from '{path}': it is not a diffusers pipeline "
-                                     f"folder (no model_index.json); pass a folder made by `hf download ORG/REPO "
-                                     f"--local-dir DIR` as --set generator.inpaint_model=DIR")
-        try:
-            pipe = StableDiffusionInpaintPipeline.from_pretrained(str(path), **common)
-        except (OSError, ValueError) as exc:
-            raise ModelNotFoundError(f"cannot load inpainting model from folder '{path}': {_reason(exc)}") from exc
-    elif looks_like_path(model):
-        raise ModelNotFoundError(f"cannot load inpainting model '{model}': no such folder ({identity}); pass an "
-                                 f"existing diffusers pipeline folder or a hub id as --set generator.inpaint_model=...")
-    else:
-        kwargs = dict(common)
-        if hub_cache_dir():
-            kwargs["cache_dir"] = hub_cache_dir()
-        if hub_offline():
-            kwargs["local_files_only"] = True
-        try:
-            with hub_offline_mode():
-                pipe = StableDiffusionInpaintPipeline.from_pretrained(model, **kwargs)
-        except _hub_errors() as exc:
-            why = "offline: HF_HUB_OFFLINE=1" if hub_offline() else _reason(exc)
-            raise ModelNotFoundError(
-                f"cannot load inpainting model '{model}': not a local folder and not available from the Hugging Face "
-                f"hub ({why}); download it where there is internet (`hf download {model} --local-dir DIR`) and pass "
-                f"--set generator.inpaint_model=DIR") from exc
-    pipe.dd_model_id = identity
-    return pipe.to(device)
+    return load_sd_pipeline(model, device=device, dtype=dtype or torch.float32,
+                            pipeline_class=StableDiffusionInpaintPipeline, what="inpainting model",
+                            use="--set generator.inpaint_model=DIR")
 
 
 def relative_mask_name(path: Path, root: Path | None) -> Path:
@@ -573,37 +494,28 @@ class VariRealGenerator(Img2Img):
                 raise ConfigError(f"generator.region must be auto, background or object, not {self.region!r}")
 
     def setup(self, context, adapter_dir):
-        from diffusers import StableDiffusionInpaintPipeline
-
-        config, o = context.config, self.options
-        if int(config.steps * o.strength) < 1:
-            raise ConfigError(f"generator.strength {o.strength} with --steps {config.steps} leaves no denoising step "
-                              f"(int(steps * strength) = 0); raise --steps or the strength")
-        self.shots = context.shots_by_class()
-        empty = [context.dataset.classnames[c] for c, shots in self.shots.items() if not shots]
-        if empty:
-            raise StageError(f"varireal edits real shots, but class(es) {', '.join(empty[:5])} have none")
+        o = self.options
         if o.mask == "folder" and not Path(o.mask_dir).expanduser().is_dir():
             raise DataError(f"generator.mask_dir {Path(o.mask_dir).expanduser()} is not a folder")
-        if o.inpaint_model:
-            # A dedicated inpainting checkpoint replaces the base model: adapters load into it.
-            self.context = context
-            self.base = self.pipe = load_inpaint_pipeline(o.inpaint_model, device=context.device,
-                                                          dtype=torch_dtype(o.dtype, context.device))
-            swap_scheduler(self.base, o.scheduler)
-            self.base_identity = self.base.dd_model_id
-            self.adapter = context.adapter if adapter_dir is not None else None
-            if self.adapter is not None:
-                self.adapter.load_into(context, self.base, adapter_dir)
-        else:
-            Txt2Img.setup(self, context, adapter_dir)
-            # The base (4-channel) UNet: diffusers keeps the source outside the edited region by
-            # putting the source latents, noised to the current step, back there after every step.
-            self.pipe = StableDiffusionInpaintPipeline(**self.base.components, requires_safety_checker=False)
-        self.pipe.set_progress_bar_config(disable=True)
-        self._sources: dict[Path, Any] = {}
+        super().setup(context, adapter_dir)  # img2img's checks, the base pipeline, the adapter
         self._masks: dict[Path, Any] = {}
         self.segmenter = SamSegmenter(o.segmenter, context.device) if o.mask == "sam" else None
+
+    def load_base(self, context):
+        """A dedicated inpainting checkpoint replaces the base model (adapters load into it)."""
+        if not self.options.inpaint_model:
+            return super().load_base(context)
+        return load_inpaint_pipeline(self.options.inpaint_model, device=context.device,
+                                     dtype=torch_dtype(self.options.dtype, context.device))
+
+    def image_pipeline(self):
+        from diffusers import StableDiffusionInpaintPipeline
+
+        if isinstance(self.base, StableDiffusionInpaintPipeline):
+            return self.base
+        # The base (4-channel) UNet: diffusers keeps the source outside the edited region by
+        # putting the source latents, noised to the current step, back there after every step.
+        return StableDiffusionInpaintPipeline(**self.base.components, requires_safety_checker=False)
 
     # -- masks ------------------------------------------------------------------------------
 
