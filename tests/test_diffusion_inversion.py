@@ -150,8 +150,7 @@ def test_generator_is_plain_diffusers_with_the_embedding_and_the_mean_as_uncondi
     # interpolation is the partner's weight: at 1 the image is the partner's embedding alone.
     partner = generator_for(run, folder, guidance=3.0, noise=0.0, interpolation=1.0)
     other_row = [i for i, s in enumerate(run.context.shots) if s.label == 1][0]
-    assert partner.item_metadata(item)["partner"] == json.loads((folder / "embeddings.json").read_text())[
-        "embeddings"][other_row]["path"]
+    assert partner.item_metadata(item)["partner"] == str(run.context.shots[other_row].path)
     reference = pipe(prompt_embeds=embeddings[other_row][None], negative_prompt_embeds=embeddings.mean(0)[None],
                      guidance_scale=3.0, num_inference_steps=2, height=32, width=32, output_type="pil", eta=1.0,
                      generator=torch.Generator("cpu").manual_seed(item.seed)).images[0]
@@ -165,8 +164,7 @@ def test_item_metadata_partner_and_guidance_choices(trained):
     generator = generator_for(run, folder, guidance_choices="2,3,4", noise=0.2)
     prompts = generator.plan_prompts(run.context, run.context.prompts)
     shots = run.context.shots
-    info = json.loads((folder / "embeddings.json").read_text())
-    label_of = {row["path"]: row["label"] for row in info["embeddings"]}
+    label_of = {str(s.path): s.label for s in shots}
     chosen = []
     for label in range(3):
         own = [i for i, s in enumerate(shots) if s.label == label]
@@ -176,7 +174,7 @@ def test_item_metadata_partner_and_guidance_choices(trained):
             assert meta == generator.item_metadata(item)  # derived from the item alone
             assert meta["embedding"] == own[index % 2] and item.prompt.source == shots[meta["embedding"]].path
             assert label_of[meta["partner"]] == label  # same class, and not the base (K = 2)
-            assert meta["partner"] == info["embeddings"][own[(index + 1) % 2]]["path"]
+            assert meta["partner"] == str(shots[own[(index + 1) % 2]].path)  # recorded like `source`
             assert (meta["noise"], meta["interpolation"]) == (0.2, 0.1)
             chosen.append(meta["guidance"])
     assert set(chosen) == {2.0, 3.0, 4.0}
@@ -205,7 +203,8 @@ def test_dd_run_diffusion_inversion_records_each_image_and_reuses_stages(tiny_fo
         assert (row["noise"], row["interpolation"], row["guidance"]) == (0.1, 0.1, 2.0)
         base = info["embeddings"][row["embedding"]]
         assert base["label"] == row["label"] and row["source"] == str(tiny_folder / base["path"])
-        assert row["partner"] != base["path"] and row["partner"].startswith(f"train/{base['class'].replace(' ', '_')}/")
+        assert row["partner"] != row["source"]
+        assert row["partner"].startswith(str(tiny_folder / "train" / base["class"].replace(" ", "_")))
         assert "text encoder bypassed" in row["conditioning"]
     assert (out / "metrics.json").is_file()
     mtimes = {p: p.stat().st_mtime_ns for p in [adapter / "embeddings.safetensors", *synthetic.rglob("*.png")]}

@@ -202,6 +202,13 @@ def test_folder_masks_edit_the_background_or_the_object(tiny_folder, tmp_path, i
         generator.object_mask(shot)
     assert str(missing) in str(error.value) and "\n" not in str(error.value)
 
+    # A mask that covers the whole image (a segmenter that missed the object) is reported.
+    Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(missing)
+    logged = []
+    generator.context.reporter = type("Log", (), {"log": lambda self, message: logged.append(message)})()
+    assert generator.object_mask(shot).all()
+    assert len(logged) == 1 and "covers 100% of the image" in logged[0] and "change nothing" in logged[0]
+
 
 def test_sam_masks_are_computed_per_shot_and_saved(tiny_folder, tmp_path):
     out = tmp_path / "run"

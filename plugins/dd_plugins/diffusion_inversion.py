@@ -229,7 +229,7 @@ class DiffusionInversionGenerator(Generator):
         rows = {row["path"]: int(row["index"]) for row in info["embeddings"]}
         root = context.dataset.root
         self.rows: dict[int, list[int]] = {}
-        self.paths: list[str] = [row["path"] for row in sorted(info["embeddings"], key=lambda r: r["index"])]
+        self.paths: dict[int, str] = {}  # embedding row -> its shot's path, as the core records `source`
         for label, shots in context.shots_by_class().items():
             if not shots:
                 raise StageError(f"class '{context.dataset.classnames[label]}' has no real shot to sample from")
@@ -238,6 +238,7 @@ class DiffusionInversionGenerator(Generator):
                 raise StageError(f"the {NAME} embeddings in {adapter_dir} have no row for shot {missing[0]}; "
                                  "they were learned on other shots; rerun `dd adapt`")
             self.rows[label] = [rows[relative_path(s.path, root)] for s in shots]
+            self.paths.update({rows[relative_path(s.path, root)]: str(s.path) for s in shots})
         self.dtype = torch_dtype(self.options.dtype, context.device)
         self.pipe = load_sd_pipeline(context.config.base_model, device=context.device, dtype=self.dtype)
         swap_scheduler(self.pipe, self.options.scheduler)

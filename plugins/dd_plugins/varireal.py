@@ -546,6 +546,11 @@ class VariRealGenerator(Img2Img):
         else:
             mask = self.segmenter.object_mask(self._source_image(path))
         self._masks[path] = mask
+        if not 0.01 <= mask.mean() <= 0.99:  # a segmenter that missed the object: the edit is (nearly) empty
+            self.context.reporter.log(
+                f"[yellow]the object mask of shot {path} covers {100 * mask.mean():.0f}% of the image[/]; the "
+                f"edit will change {'nothing' if mask.mean() > 0.99 else 'almost everything'} there. Check "
+                f"{Path(self.context.out) / MASKS_DIR / name} or supply masks (generator.mask=folder)")
         atomic_save_image(Path(self.context.out) / MASKS_DIR / name, Image.fromarray(mask.astype("uint8") * 255))
         return mask
 
