@@ -78,7 +78,7 @@ def test_unknown_name_lists_what_exists_and_the_closest_match():
         plugins.get("generator", "txt2imgg")
     message = str(info.value)
     assert "unknown generator 'txt2imgg'" in message
-    assert "available: img2img, txt2img" in message
+    assert "available: diffusion-inversion, img2img, txt2img, varireal" in message
     assert "did you mean 'txt2img'?" in message
     assert "\n" not in message
 
@@ -160,7 +160,9 @@ def test_disable_variable_switches_named_plugins_off(monkeypatch):
     plugins = Plugins()
     assert plugins.infos["txt2img"].status == "disabled"
     assert "txt2img" not in plugins.names("generator")
-    assert plugins.names("method") == ["datadream-cls", "datadream-dset"]  # from the datadream plugin
+    # the methods left are those of plugins still on: the datadream plugin and the related methods
+    assert {"datadream-cls", "datadream-dset", "diffusion-inversion", "varireal"} <= set(plugins.names("method"))
+    assert not {"sd-txt2img", "issynth", "disef"} & set(plugins.names("method"))
     assert "clip-vitb16" in plugins.names("classifier")
 
 
