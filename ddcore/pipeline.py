@@ -157,7 +157,11 @@ class Run:
         stage = self.stages.get(kind)
         if stage is None:
             return None
-        return {"name": self.choices[kind], "options": dataclasses.asdict(stage.options)}
+        spec = {"name": self.choices[kind], "options": dataclasses.asdict(stage.options)}
+        inputs = stage.fingerprint(self.context)
+        if inputs is not None:  # keys of stages without a fingerprint stay as they were
+            spec["inputs"] = inputs
+        return spec
 
     # -- keys -------------------------------------------------------------------------------
 

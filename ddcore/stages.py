@@ -33,6 +33,13 @@ class Stage:
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
 
+    def fingerprint(self, context: "RunContext") -> Any:
+        """What the stage's output depends on beyond its options: e.g. the contents of a file
+        or folder an option names (the option itself holds only the path). JSON-serialisable;
+        part of the stage's key, so a change makes the stage run again instead of reusing a
+        stale output. Called once the shots are known. The default, None, adds nothing."""
+        return None
+
 
 class Adapter(Stage):
     """Fits weights to the few-shot set (DataDream LoRA, textual inversion, ...).

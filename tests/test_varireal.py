@@ -315,3 +315,34 @@ def test_saved_tiny_folders_load_like_downloaded_models(tmp_path):
     with pytest.raises(ModelNotFoundError, match="no config.json") as error:
         vr.SamSegmenter(str(tmp_path), "cpu")
     assert "\n" not in str(error.value)
+
+
+def test_editing_a_values_file_or_a_supplied_mask_changes_the_stage_keys(tiny_folder, tmp_path):
+    masks = square_masks(tiny_folder, tmp_path / "masks")
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps({"background": {"feasible": ["a quiet lake"]}}))
+
+    def keys():
+        run = Run(config_for(tiny_folder, tmp_path / "run", "--method", "varireal", "--set", "generator.mask=folder",
+                             "--set", f"generator.mask_dir={masks}", "--set", f"prompt_builder.values_file={values}"))
+        run.prepare()
+        return run.keys()["synthetic"]
+
+    first = keys()
+    assert keys() == first  # nothing changed: the finished set would be reused
+    values.write_text(json.dumps({"background": {"feasible": ["a busy harbour"]}}))
+    second = keys()
+    assert second != first
+    # Only the run's shots' masks count: editing another image's mask changes nothing.
+    shots = _shot_masks(tiny_folder, tmp_path)
+    other = next(p for p in sorted(masks.rglob("*.png")) if p.relative_to(masks) not in shots)
+    Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(other)
+    assert keys() == second
+    Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(masks / sorted(shots)[0])
+    assert keys() != second
+
+
+def _shot_masks(tiny_folder, tmp_path):
+    run = Run(config_for(tiny_folder, tmp_path / "shots", "--method", "varireal"))
+    run.prepare()
+    return {vr.relative_mask_name(s.path, tiny_folder) for s in run.context.shots}

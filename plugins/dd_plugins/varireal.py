@@ -230,6 +230,13 @@ class AttributePrompts(PromptBuilder):
                 raise ConfigError(f"prompt_builder.template may only use {{classname}}, {{value}}, {{domain}} and "
                                   f"{{a}}: {template!r}") from None
 
+    def fingerprint(self, context):
+        """The values file's contents: editing the file makes new prompts (and a new set)."""
+        from ddcore.store import file_sha256
+
+        path = Path(self.options.values_file).expanduser() if self.options.values_file else None
+        return {"values_file": file_sha256(path)} if path is not None and path.is_file() else None
+
     def wanted(self) -> dict[bool, int]:
         """How many values of each feasibility a class gets."""
         n, mode = self.options.values, self.options.feasibility
@@ -500,6 +507,17 @@ class VariRealGenerator(Img2Img):
         super().setup(context, adapter_dir)  # img2img's checks, the base pipeline, the adapter
         self._masks: dict[Path, Any] = {}
         self.segmenter = SamSegmenter(o.segmenter, context.device) if o.mask == "sam" else None
+
+    def fingerprint(self, context):
+        """The supplied masks of the run's shots: editing one makes a new set."""
+        from ddcore.store import file_sha256
+
+        if self.options.mask != "folder":
+            return None
+        folder = Path(self.options.mask_dir).expanduser()
+        files = {str(name): file_sha256(folder / name) if (folder / name).is_file() else None
+                 for name in sorted({relative_mask_name(s.path, context.dataset.root) for s in context.shots})}
+        return {"masks": files}
 
     def load_base(self, context):
         """A dedicated inpainting checkpoint replaces the base model (adapters load into it)."""
