@@ -201,15 +201,18 @@ def write_image_folder(root: Path, classes: int, train: int, size: int = 64, tes
 
 
 def run_config(data: Path, out: Path, *, method: str, base: Path, device: str, shots: int, images_per_class: int,
-               steps: int, resolution: int, batch_size: int, seed: int = 0, adapter: dict | None = None):
-    """A RunConfig as ``dd`` would build it from CLI flags (``ddcore.config.resolve``)."""
+               steps: int, resolution: int, batch_size: int, seed: int = 0, adapter: dict | None = None,
+               generator: dict | None = None, store: Path | None = None):
+    """A RunConfig as ``dd`` would build it from CLI flags (``ddcore.config.resolve``): ``adapter``
+    and ``generator`` are ``--set adapter.X=...`` / ``--set generator.X=...``, ``store`` ``--store``."""
     from ddcore.config import resolve
 
-    options = {"adapter": dict(adapter)} if adapter else {}
+    options = {kind: dict(values) for kind, values in (("adapter", adapter), ("generator", generator)) if values}
     return resolve({}, {
         "data": str(data), "out": str(out), "method": method, "base_model": str(base), "device": device,
         "shots": shots, "images_per_class": images_per_class, "steps": steps, "resolution": resolution,
         "batch_size": batch_size, "seed": seed, "classifier_model": "tiny", "options": options,
+        "store": str(store) if store else None,
     })
 
 
