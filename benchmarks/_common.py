@@ -255,6 +255,50 @@ def timed(fn: Callable[[], Any], device: str, collect: bool = True) -> tuple[flo
     return time.perf_counter() - start, result
 
 
+def time_training(ours: Any, plain: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Both sides' ``train(steps)``: a short warm-up, then ``args.repeats`` timed runs of
+    ``args.steps`` steps, alternating which side goes first (slow drifts of the machine hit
+    both). Each side has ``setup_s``. Returns the per-side summaries (with steps/s and the
+    setup time) and the ratios ours/plain of the median, best and setup times."""
+    warm = min(2, args.steps)
+    for side in (ours, plain):
+        torch.manual_seed(args.seed)
+        side.train(warm)
+    times: dict[str, list[float]] = {"ours": [], "plain": []}
+    for r in range(args.repeats):
+        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
+        for name, side in order:
+            torch.manual_seed(args.seed + r)
+            seconds, _ = timed(lambda side=side: side.train(args.steps), args.device)
+            times[name].append(seconds)
+            print(f"  repeat {r + 1}: {name:5s} {seconds:.3f} s ({args.steps / seconds:.3f} steps/s)")
+    result: dict[str, Any] = {"ours": summary(times["ours"]), "plain": summary(times["plain"])}
+    for name, side in (("ours", ours), ("plain", plain)):
+        s = result[name]
+        s["steps_per_s_median"] = args.steps / s["median_s"]
+        s["steps_per_s_best"] = args.steps / s["best_s"]
+        s["setup_s"] = side.setup_s
+    result["ratio_time_median"] = ratio(result["ours"]["median_s"], result["plain"]["median_s"])
+    result["ratio_time_best"] = ratio(result["ours"]["best_s"], result["plain"]["best_s"])
+    result["ratio_setup"] = ratio(ours.setup_s, plain.setup_s)
+    return result
+
+
+def timed_generation(run: Any, device: str) -> tuple[float, float, Any]:
+    """``run.generate()`` timed, with the generator's ``setup`` (the pipeline load) timed apart:
+    (total seconds, setup seconds, the synthetic set). ``run`` is built and prepared."""
+    generator = run.stages["generator"]
+    setup = generator.setup
+    clock: dict[str, float] = {}
+
+    def timed_setup(context, adapter_dir):
+        clock["setup_s"], _ = timed(lambda: setup(context, adapter_dir), device, collect=False)
+
+    generator.setup = timed_setup
+    seconds, synthetic = timed(run.generate, device)
+    return seconds, clock["setup_s"], synthetic
+
+
 def summary(times: list[float]) -> dict[str, Any]:
     return {"times_s": [round(t, 4) for t in times], "median_s": statistics.median(times), "best_s": min(times)}
 

@@ -273,28 +273,7 @@ def main() -> None:
     plain = Plain(args, base, data, work, prompts)
     assert ours.dtype == plain.dtype, (ours.dtype, plain.dtype)
 
-    warm = min(2, args.steps)
-    for side in (ours, plain):
-        torch.manual_seed(args.seed)
-        side.train(warm)
-    times = {"ours": [], "plain": []}
-    for r in range(args.repeats):  # alternate, so slow drifts of the machine hit both sides
-        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
-        for name, side in order:
-            torch.manual_seed(args.seed + r)
-            seconds, _ = C.timed(lambda side=side: side.train(args.steps), args.device)
-            times[name].append(seconds)
-            print(f"  repeat {r + 1}: {name:5s} {seconds:.3f} s ({args.steps / seconds:.2f} steps/s)")
-
-    result = {"ours": C.summary(times["ours"]), "plain": C.summary(times["plain"])}
-    for name, side in (("ours", ours), ("plain", plain)):
-        s = result[name]
-        s["steps_per_s_median"] = args.steps / s["median_s"]
-        s["steps_per_s_best"] = args.steps / s["best_s"]
-        s["setup_s"] = side.setup_s
-    result["ratio_time_median"] = C.ratio(result["ours"]["median_s"], result["plain"]["median_s"])
-    result["ratio_time_best"] = C.ratio(result["ours"]["best_s"], result["plain"]["best_s"])
-    result["ratio_setup"] = C.ratio(ours.setup_s, plain.setup_s)
+    result = C.time_training(ours, plain, args)
     if not args.no_memory:
         del ours, plain
         for name in ("ours", "plain"):

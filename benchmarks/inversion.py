@@ -295,18 +295,10 @@ class OursSample:
         out = self.work / f"ours-gen-{self.count}"
         run = Run(config(self.args, self.data, out, self.base, self.store))
         run.prepare()
-        generator = run.stages["generator"]
-        setup = generator.setup
-        clock = {}
-
-        def timed_setup(context, adapter_dir):  # to report the pipeline load apart
-            clock["setup_s"], _ = C.timed(lambda: setup(context, adapter_dir), self.args.device, collect=False)
-
-        generator.setup = timed_setup
-        seconds, synthetic = C.timed(run.generate, self.args.device)
+        seconds, setup_s, synthetic = C.timed_generation(run, self.args.device)
         assert len(synthetic.items) == self.args.images_per_class * self.args.classes
         images = run.stage_dir("synthetic").path
-        result = {"total_s": seconds, "setup_s": clock["setup_s"], "images": images}
+        result = {"total_s": seconds, "setup_s": setup_s, "images": images}
         if not keep:
             shutil.rmtree(images, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
@@ -462,27 +454,7 @@ def bench_learn(args, base: Path, data: Path, work: Path) -> dict:
     ours = OursLearn(args, base, data, work)
     plain = PlainLearn(args, base, data, work)
     assert ours.dtype == plain.dtype, (ours.dtype, plain.dtype)
-    warm = min(2, args.steps)
-    for side in (ours, plain):
-        torch.manual_seed(args.seed)
-        side.train(warm)
-    times = {"ours": [], "plain": []}
-    for r in range(args.repeats):  # alternate, so slow drifts of the machine hit both sides
-        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
-        for name, side in order:
-            torch.manual_seed(args.seed + r)
-            seconds, _ = C.timed(lambda side=side: side.train(args.steps), args.device)
-            times[name].append(seconds)
-            print(f"  repeat {r + 1}: {name:5s} {seconds:.3f} s ({args.steps / seconds:.3f} steps/s)")
-    result = {"ours": C.summary(times["ours"]), "plain": C.summary(times["plain"])}
-    for name, side in (("ours", ours), ("plain", plain)):
-        s = result[name]
-        s["steps_per_s_median"] = args.steps / s["median_s"]
-        s["steps_per_s_best"] = args.steps / s["best_s"]
-        s["setup_s"] = side.setup_s
-    result["ratio_time_median"] = C.ratio(result["ours"]["median_s"], result["plain"]["median_s"])
-    result["ratio_time_best"] = C.ratio(result["ours"]["best_s"], result["plain"]["best_s"])
-    result["ratio_setup"] = C.ratio(ours.setup_s, plain.setup_s)
+    result = C.time_training(ours, plain, args)
     del ours, plain
     if not args.no_memory:
         for name in ("ours", "plain"):
