@@ -242,7 +242,6 @@ class GenerationJob:
         atomic_write_json(self.root / COUNTS, stats)
         return SyntheticSet(self.root, rows)
 
-
     def _row(self, item: GenItem, extra: dict[str, Any]) -> dict[str, Any]:
         """One line of ``metadata.jsonl``: the core's fields, the generator's fields for every
         image (``extra``), the prompt's ``info`` and the generator's fields for this image."""

@@ -119,12 +119,17 @@ class Img2Img(Txt2Img):
         """The real image ``item`` starts from."""
         return source_for(item.index, item.prompt, self.shots[item.label])
 
+    def resolve(self, path: Path) -> Path:
+        """A source path as recorded, made absolute under the data root when it is relative."""
+        root = self.context.dataset.root
+        if not path.is_absolute() and root is not None and not path.exists():
+            return Path(root) / path
+        return path
+
     def _source_image(self, path: Path):
         from ddcore.data.images import load_rgb
 
-        root = self.context.dataset.root
-        if not path.is_absolute() and root is not None and not path.exists():
-            path = Path(root) / path
+        path = self.resolve(path)
         if path not in self._sources:
             self._sources[path] = square_source(load_rgb(path), self.context.config.resolution)
         return self._sources[path]

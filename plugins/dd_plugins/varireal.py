@@ -537,12 +537,6 @@ class VariRealGenerator(Img2Img):
 
     # -- masks ------------------------------------------------------------------------------
 
-    def _resolve(self, path: Path) -> Path:
-        root = self.context.dataset.root
-        if not path.is_absolute() and root is not None and not path.exists():
-            return Path(root) / path
-        return path
-
     def object_mask(self, source: Path):
         """The object mask of a shot at --resolution (bool array), computed once per shot and
         saved as ``<run>/varireal-masks/<shot path relative to the data root>.png``."""
@@ -550,7 +544,7 @@ class VariRealGenerator(Img2Img):
 
         from ddcore.store import atomic_save_image
 
-        path = self._resolve(Path(source))
+        path = self.resolve(Path(source))
         if path in self._masks:
             return self._masks[path]
         name = relative_mask_name(path, self.context.dataset.root)
