@@ -362,29 +362,25 @@ class AttributePrompts(PromptBuilder):
         identity = model_identity(self.options.text_model)
         generator: TextGenerator | None = None
         answers = {}
-        try:
-            for name in context.dataset.classnames:
-                for feasible, n in self.wanted().items():
-                    key = "feasible" if feasible else "infeasible"
-                    if len(file_values.get(name, {}).get(key, [])) >= n:
-                        continue  # the file gives enough: nothing to ask
-                    digest_key = self.cache_key(identity, name, key, n)
-                    if digest_key not in cache:
-                        if generator is None:
-                            context.reporter.log(f"asking '{self.options.text_model}' for {self.options.attribute} "
-                                                 f"values -> {path}")
-                            generator = load_text_generator(self.options.text_model, device=context.device,
-                                                            dtype=torch_dtype(self.options.dtype, context.device))
-                        question = QUESTIONS[(self.options.attribute, key)].format(n=n, classname=name)
-                        answer = generator.ask(question + ANSWER_FORMAT, self.options.max_new_tokens)
-                        cache[digest_key] = {"model": identity, "class": name, "attribute": self.options.attribute,
-                                             "feasibility": key, "values": n, "question": question,
-                                             "answer": answer}
-                        atomic_write_json(path, {"answers": cache})  # after each answer: resumable
-                    answers[(name, key)] = cache[digest_key]["answer"]
-        finally:
-            if generator is not None:
-                generator.model = None
+        for name in context.dataset.classnames:
+            for feasible, n in self.wanted().items():
+                key = "feasible" if feasible else "infeasible"
+                if len(file_values.get(name, {}).get(key, [])) >= n:
+                    continue  # the file gives enough: nothing to ask
+                digest_key = self.cache_key(identity, name, key, n)
+                if digest_key not in cache:
+                    if generator is None:
+                        context.reporter.log(f"asking '{self.options.text_model}' for {self.options.attribute} "
+                                             f"values -> {path}")
+                        generator = load_text_generator(self.options.text_model, device=context.device,
+                                                        dtype=torch_dtype(self.options.dtype, context.device))
+                    question = QUESTIONS[(self.options.attribute, key)].format(n=n, classname=name)
+                    answer = generator.ask(question + ANSWER_FORMAT, self.options.max_new_tokens)
+                    cache[digest_key] = {"model": identity, "class": name, "attribute": self.options.attribute,
+                                         "feasibility": key, "values": n, "question": question,
+                                         "answer": answer}
+                    atomic_write_json(path, {"answers": cache})  # after each answer: resumable
+                answers[(name, key)] = cache[digest_key]["answer"]
         return answers
 
 
