@@ -86,7 +86,7 @@ class LoraTrainer:
 
     def __init__(self, options, context, out_dir: Path, shard: ProcessInfo = ProcessInfo()) -> None:
         from diffusers import DDPMScheduler
-        from peft import LoraConfig
+        from peft import LoraConfig, inject_adapter_in_model
 
         from ddcore.models import load_sd_pipeline
 
@@ -107,12 +107,15 @@ class LoraTrainer:
         alpha = options.alpha or options.rank
         self.unet_config = LoraConfig(r=options.rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                       target_modules=_targets(options.unet_targets))
-        self.unet.add_adapter(self.unet_config, adapter_name=ADAPTER_NAME)
+        # peft itself injects the layers, not diffusers' or transformers' adapter mixins: those
+        # wrap the same call but add version gates of their own (transformers 5.24's demands a
+        # peft release that does not exist yet), and we need nothing else from them.
+        inject_adapter_in_model(self.unet_config, self.unet, adapter_name=ADAPTER_NAME)
         self.text_config = None
         if options.train_text_encoder:
             self.text_config = LoraConfig(r=options.rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                           target_modules=_targets(options.text_targets))
-            self.text_encoder.add_adapter(self.text_config, adapter_name=ADAPTER_NAME)
+            inject_adapter_in_model(self.text_config, self.text_encoder, adapter_name=ADAPTER_NAME)
         self.lora_modules = [m for m in (self.unet, self.text_encoder) if m is not None]
         self.params = [p for m in self.lora_modules for n, p in m.named_parameters() if "lora_" in n]
         for p in self.params:  # LoRA weights train in fp32 whatever the base dtype
@@ -227,9 +230,7 @@ class LoraTrainer:
         labels = sorted({s.label for s in context.shots})
         prompts = [context.prompts[c][0].text for c in labels for _ in range(n)]
         generators = [torch.Generator().manual_seed(context.config.seed * 7919 + i) for i in range(len(prompts))]
-        self.unet.disable_adapters()
-        if self.text_config is not None:
-            self.text_encoder.disable_adapters()
+        self._enable_lora(False)
         latents = []
         with torch.no_grad(), context.reporter.task("prior images", len(prompts)) as advance:
             for start in range(0, len(prompts), self.options.batch_size):
@@ -239,10 +240,17 @@ class LoraTrainer:
                                 height=context.config.resolution, width=context.config.resolution)
                 latents.append(out.images.float().cpu())
                 advance(len(prompts[chunk]))
-        self.unet.enable_adapters()
-        if self.text_config is not None:
-            self.text_encoder.enable_adapters()
+        self._enable_lora(True)
         return PriorSet(torch.cat(latents), self._tokenize(prompts))
+
+    def _enable_lora(self, enabled: bool) -> None:
+        """Switch the LoRA layers on or off, through peft's layers (no model mixin needed)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for module in self.lora_modules:
+            for layer in module.modules():
+                if isinstance(layer, BaseTunerLayer):
+                    layer.enable_adapters(enabled)
 
     # -- files ------------------------------------------------------------------------------
 
