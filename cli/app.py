@@ -18,8 +18,8 @@ from ddcore.errors import DDError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import (compare_table, plugin_rows, plugins_table, predictions_table, print_json,
-                           quality_table, results_table, results_title)
+from dd_cli.render import (compare_table, doctor_tables, plugin_rows, plugins_table, predictions_table,
+                           print_json, quality_table, results_table, results_title)
 
 app = typer.Typer(
     add_completion=False,
@@ -51,6 +51,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 def _reporter(quiet: bool) -> Reporter:
     return Reporter(err_console, enabled=not quiet)
+
+
+def _require_compatible() -> None:
+    """Before any work: a known-broken combination of libraries fails here, in one line."""
+    from ddcore.compat import require_compatible
+
+    require_compatible(warn=lambda line: err_console.print(f"[yellow]warning:[/] {line}", highlight=False,
+                                                           soft_wrap=True))
 
 
 # Options shared by `dd run` and, later, `dd compare`.
@@ -95,6 +103,7 @@ def run(
     With no arguments: the offline demo (scikit-learn digits, tiny random models, CPU).
     """
     run_config = _config_from(locals())
+    _require_compatible()
     demo = run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits"
     _run_stages(run_config, quiet, demo, stop_after)
 
@@ -143,6 +152,7 @@ def _one_stage(run_dir: Path, stage: str, quiet: bool) -> Any:
     from ddcore.pipeline import load_run
     from ddcore.store import RunLock
 
+    _require_compatible()
     pipeline = load_run(run_dir, get_plugins(), _reporter(quiet))
     with RunLock(pipeline.out):
         pipeline.prepare()
@@ -213,6 +223,7 @@ def compare(
     from ddcore.compare_report import write_compare_outputs
 
     base = _shared_run_config(ctx)
+    _require_compatible()
     spec = CompareSpec(
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         classifiers=[c.strip() for c in classifiers.split(",") if c.strip()],
@@ -259,6 +270,7 @@ def quality(
     from ddcore.quality_report import feature_space, set_quality_report, sets_to_compare
 
     config = _shared_run_config(ctx)
+    _require_compatible()
     real_set, synthetic_set, classnames = sets_to_compare(synthetic, config, get_plugins(), real)
     is_run = (synthetic / RUN_FILE).is_file()
     out = out or (synthetic / "quality" if is_run else Path(f"quality-{synthetic.resolve().name}"))
@@ -290,6 +302,7 @@ def predict(
     from ddcore.inference import open_classifier, predict_folder
     from ddcore.store import atomic_write_text
 
+    _require_compatible()
     loaded = open_classifier(classifier, get_plugins(), device, _reporter(quiet))
     samples, scores = predict_folder(loaded, images)
     classnames = loaded.context.dataset.classnames
@@ -308,6 +321,7 @@ def export(
     """Export a trained CLIP classifier with its LoRA merged, as an open_clip local-dir: folder."""
     from ddcore.inference import export_classifier, open_classifier
 
+    _require_compatible()
     folder = export_classifier(open_classifier(classifier, get_plugins(), device), dest)
     console.print(f"exported: {folder}\nload it with: open_clip.create_model('local-dir:{folder.resolve()}') "
                   f"or --classifier-model local-dir:{folder.resolve()}", highlight=False, soft_wrap=True)
@@ -321,6 +335,26 @@ def plugins(as_json: bool = Opt(False, "--json", help="Print a JSON list instead
         print_json(console, plugin_rows(registry))
     else:
         console.print(plugins_table(registry))
+
+
+@app.command()
+def doctor(as_json: bool = Opt(False, "--json", help="Print the report as JSON.")) -> None:
+    """Can this environment run? The stack's versions against the tested set, imports, devices
+    and free memory, half precision, the hub cache and offline mode, which default models are
+    cached, and the pip command for each problem. Exits 1 when something required is broken."""
+    from ddcore.doctor import diagnose
+
+    report = diagnose(get_plugins())
+    if as_json:
+        print_json(console, report)
+    else:
+        for table in doctor_tables(report):
+            console.print(table)
+        verdict = ("[green]ok:[/] this environment can run datadream" if report["ok"] else
+                   "[red]broken:[/] fix the errors above (each row says how), then run `dd doctor` again")
+        console.print(verdict, highlight=False)
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
 def _add_plugin_commands() -> None:
@@ -349,8 +383,12 @@ def main() -> None:
     try:
         _add_plugin_commands()
         # Typer turns Ctrl-C into exit code 130 and returns it when not in standalone mode.
-        if app(standalone_mode=False) == 130:
+        # It also returns (rather than raises) a command's typer.Exit code.
+        code = app(standalone_mode=False)
+        if code == 130:
             raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DDError as exc:
         if debug:
             raise

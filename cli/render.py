@@ -121,3 +121,58 @@ def print_json(console: Console, data: Any) -> None:
     import json
 
     console.print_json(json.dumps(data)) if console.is_terminal else print(json.dumps(data, indent=2))
+
+
+_STATUS_STYLE = {"ok": "green", "warning": "yellow", "error": "red", "note": "cyan", "not installed": "dim"}
+
+
+def doctor_tables(report: dict[str, Any]) -> list[Table]:
+    """`dd doctor`: the stack, the devices, the default models, and what to fix."""
+    stack = Table(title=f"datadream {report['datadream']} on Python {report['python']}", title_justify="left")
+    for column in ("package", "installed", "tested", "bounds", "status"):
+        stack.add_column(column, no_wrap=column != "bounds")
+    imports = report.get("imports", {})
+    for row in report["stack"]:
+        status = row["status"]
+        broken_import = imports.get(row["package"], "ok") != "ok"
+        if broken_import:
+            status = "error"
+        style = _STATUS_STYLE.get(status, "")
+        text = f"import fails: {imports[row['package']]}" if broken_import else status
+        stack.add_row(row["package"], row["installed"] or "-", row["tested"] or "-", row["bounds"] or "-",
+                      f"[{style}]{text}[/]" if style else text)
+
+    devices = Table(title="Devices", title_justify="left")
+    for column in ("device", "name", "total GiB", "free GiB", "bf16", "fp16", "note"):
+        devices.add_column(column)
+    for d in report["devices"]:
+        devices.add_row(d["device"], str(d.get("name") or ""), _num(d.get("total_gib")), _num(d.get("free_gib")),
+                        _yes(d.get("bf16")), _yes(d.get("fp16")), str(d.get("note") or ""))
+
+    hub = report["hub"]
+    models = Table(title=f"Default models (hub cache {hub['cache']}, offline {'on' if hub['offline'] else 'off'})",
+                   title_justify="left")
+    for column in ("model", "used by", "source", "local copy"):
+        models.add_column(column, overflow="fold")
+    for m in report["models"]:
+        where = f"[green]{m['path']}[/]" if m["cached"] else "[yellow]not cached: downloaded on first use[/]"
+        models.add_row(m["model"], ", ".join(m["used_by"]), m["source"], where)
+    tables = [stack, devices, models]
+
+    if report["problems"]:
+        problems = Table(title="To fix", title_justify="left")
+        problems.add_column("", no_wrap=True)
+        problems.add_column("problem", ratio=2, overflow="fold")
+        problems.add_column("fix", ratio=1, overflow="fold")
+        for p in report["problems"]:
+            problems.add_row(f"[{_STATUS_STYLE[p['severity']]}]{p['severity']}[/]", p["message"], p["fix"])
+        tables.append(problems)
+    return tables
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else "yes" if value else "no"

@@ -25,6 +25,9 @@ class Stage:
     """Base of every stage: holds the validated options."""
 
     kind: ClassVar[str] = ""
+    # Options naming a pretrained model besides ``model`` and ``*_model`` (`dd doctor` checks
+    # whether their defaults are in the local cache).
+    pretrained_options: ClassVar[tuple[str, ...]] = ()
 
     @dataclass
     class Options:

@@ -473,6 +473,8 @@ def relative_mask_name(path: Path, root: Path | None) -> Path:
 class VariRealGenerator(Img2Img):
     """Inpaints the background or the object of a real shot with the attribute prompt."""
 
+    pretrained_options = ("segmenter",)
+
     @dataclass
     class Options(Img2Img.Options):
         strength: float = 1.0  # 1: the edited region is repainted from pure noise
