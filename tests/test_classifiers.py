@@ -346,6 +346,7 @@ def test_timm_errors_are_one_line():
     assert "\n" not in message and "timm/resnet18.a1_in1k" in message and "local-dir:" in message
 
 
+@pytest.mark.slow
 def test_predict_export_round_trip(tiny_folder, tmp_path, run_dd):
     """A trained CLIP classifier exported with its LoRA merged loads as a plain open_clip
     local-dir model and gives the same scores."""

@@ -69,6 +69,7 @@ def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd
     assert json.loads((out / "metrics.json").read_text())["top1"] == metrics["top1"]
 
 
+@pytest.mark.slow
 def test_single_stage_commands_work_on_a_run_folder(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     prepared = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "datadream-dset",
@@ -91,6 +92,7 @@ def test_single_stage_commands_work_on_a_run_folder(tiny_folder, tmp_path, run_d
     assert wrong.returncode == 1 and "--stop-after must be one of" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_the_offline_demo_runs_with_no_arguments(tmp_path, run_dd):
     result = run_dd("run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -205,6 +207,7 @@ def test_debug_shows_the_traceback(tmp_path, run_dd):
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_images_and_the_rerun_resumes(tiny_folder, tmp_path):
     out = tmp_path / "run"
     args = [str(Path(sys.executable).parent / "dd"), "run", "--data", str(tiny_folder), "--out", str(out), *FAST,

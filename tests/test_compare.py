@@ -92,6 +92,7 @@ def test_a_typo_in_a_shared_option_is_an_error(tiny_folder, tmp_path):
         run_matrix(spec)
 
 
+@pytest.mark.slow
 def test_dd_compare_runs_the_paper_matrix_and_writes_table_and_report(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "table1"
     result = run_dd("compare", "--methods", ALL_METHODS, "--classifiers", "clip-vitb16", "--seeds", "0,1,2",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import hashlib
 import os
 import subprocess
@@ -42,6 +44,7 @@ def lora(out: Path, group: str) -> dict[str, torch.Tensor]:
     return load_file(str(next(out.glob(f"adapter/*/{group}/pytorch_lora_weights.safetensors"))))
 
 
+@pytest.mark.slow
 def test_cls_adapters_and_generation_split_across_two_processes_match_one(tiny_folder, tmp_path):
     launch(1, tmp_path / "one", tiny_folder, "datadream-cls")
     two = launch(2, tmp_path / "two", tiny_folder, "datadream-cls")
@@ -54,6 +57,7 @@ def test_cls_adapters_and_generation_split_across_two_processes_match_one(tiny_f
     assert (tmp_path / "two" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_dset_adapter_trains_data_parallel_to_the_single_process_weights(tiny_folder, tmp_path):
     launch(1, tmp_path / "one", tiny_folder, "datadream-dset")
     launch(2, tmp_path / "two", tiny_folder, "datadream-dset")

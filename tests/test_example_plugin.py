@@ -34,6 +34,7 @@ def test_the_example_plugin_is_listed_with_its_distribution(installed_example, r
     assert all(r["name"] != "min-contrast" for r in rows)
 
 
+@pytest.mark.slow
 def test_dd_run_selects_the_example_filter(installed_example, tiny_folder, tmp_path, run_dd):
     env = {"PYTHONPATH": str(installed_example), "DD_BUILTIN_PLUGINS_ONLY": "0"}
     base = ["run", "--data", str(tiny_folder), "--method", "sd-txt2img", *FAST, "--filter", "min-contrast"]

@@ -111,6 +111,7 @@ def test_an_unknown_feature_space_or_an_empty_set_is_a_one_line_error(sets):
         set_quality_report(real, [], CLASSES, features, space=described)
 
 
+@pytest.mark.slow
 def test_dd_quality_on_a_folder_and_on_a_run(sets, tmp_path, run_dd, tiny_folder):
     root, *_ = sets
     out = tmp_path / "report"

@@ -266,6 +266,7 @@ def test_dd_run_varireal_records_attributes_and_reuses_the_set(tiny_folder, tmp_
     assert {p: p.stat().st_mtime_ns for p in synthetic.rglob("*.png")} == before
 
 
+@pytest.mark.slow
 def test_dd_compare_runs_the_feasibility_study(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "cmp"
     methods = "varireal-background-feasible,varireal-background-infeasible"
