@@ -141,14 +141,15 @@ def test_a_saved_captioner_folder_loads_like_a_downloaded_model(tmp_path):
 
 def save_tiny_llava(dest: Path) -> Path:
     """A tiny random LLaVA (CLIP vision tower, Llama text model) with a chat template."""
-    from transformers import (BertTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
-    from ddcore.models.tiny import _tiny_caption_vocab
+    from ddcore.models.tiny import _tiny_caption_vocab, wordpiece_tokenizer
 
     vocab = _tiny_caption_vocab()
     vocab["<image>"] = len(vocab)
-    tokenizer = BertTokenizer(vocab=vocab)
+    # no token_type_ids, as a real LLaVA's Llama tokenizer (generate() in transformers 4 rejects them)
+    tokenizer = wordpiece_tokenizer(vocab, model_input_names=["input_ids", "attention_mask"])
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     template = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}"
                 "<image> {% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endfor %}"

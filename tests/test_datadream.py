@@ -32,7 +32,8 @@ def plain_image(base: Path, lora: Path | None, prompt: str, seed: int, steps=2, 
     pipe = StableDiffusionPipeline.from_pretrained(str(base), safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     if lora is not None:
-        pipe.load_lora_weights(str(lora))
+        # the file named: offline (as here), diffusers before 0.42 will not guess it in a local folder
+        pipe.load_lora_weights(str(lora), weight_name="pytorch_lora_weights.safetensors")
     image = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
                  generator=torch.Generator().manual_seed(seed)).images[0]
     return np.asarray(image).astype(int)

@@ -60,13 +60,8 @@ def tiny_clip_tokenizer():
     """A transformers ``CLIPTokenizer`` with CLIP's real vocabulary (files cached under dd_home())."""
     from transformers import CLIPTokenizer
 
-    d = _tiny_tokenizer_dir()
-    return CLIPTokenizer(
-        vocab=str(d / "vocab.json"),
-        merges=str(d / "merges.txt"),
-        model_max_length=77,
-        pad_token="<|endoftext|>",
-    )
+    # from_pretrained on the folder: the constructor's file arguments differ between transformers 4 and 5
+    return CLIPTokenizer.from_pretrained(str(_tiny_tokenizer_dir()), model_max_length=77, pad_token="<|endoftext|>")
 
 
 # --------------------------------------------------------------------------- tiny Stable Diffusion
@@ -220,6 +215,20 @@ def _tiny_caption_vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(special + [",", ".", "-", "'"] + words)}
 
 
+def wordpiece_tokenizer(vocab: dict[str, int], **kwargs):
+    """A transformers ``BertTokenizer`` over ``vocab`` (token -> id, ids 0..n-1), loaded with
+    ``from_pretrained`` from a temporary ``vocab.txt``: the one way to build it from a vocabulary
+    that both transformers 4 (a file only) and 5 take. ``kwargs`` go to ``from_pretrained``."""
+    import tempfile
+
+    from transformers import BertTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = "".join(f"{token}\n" for token in sorted(vocab, key=vocab.get))
+        (Path(tmp) / "vocab.txt").write_text(lines, encoding="utf-8")
+        return BertTokenizer.from_pretrained(tmp, **kwargs)
+
+
 def tiny_captioner():
     """A tiny random BLIP captioner (``BlipForConditionalGeneration`` and its ``BlipProcessor``),
     deterministic and offline: 32 px images, a 2k-word vocabulary. Returns ``(model, processor)``.
@@ -227,10 +236,10 @@ def tiny_captioner():
     Its weights are initialised wide (``initializer_range=0.5``) so that different images get
     different (meaningless) captions, which tests need to tell captions apart.
     """
-    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     vocab = _tiny_caption_vocab()
-    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]")
+    tokenizer = wordpiece_tokenizer(vocab, bos_token="[DEC]")
     spread = 0.5
     config = BlipConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
@@ -308,11 +317,11 @@ def tiny_text_generator():
     """A tiny random causal language model (``LlamaForCausalLM``) and an offline WordPiece
     tokenizer over the captioner's 2k-word vocabulary (with a chat template), deterministic.
     Returns ``(model, tokenizer)``. Its answers are random words, often several per line."""
-    from transformers import BertTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     vocab = _tiny_caption_vocab()
-    tokenizer = BertTokenizer(vocab=vocab, bos_token="[CLS]", eos_token="[SEP]",
-                              model_input_names=["input_ids", "attention_mask"])
+    tokenizer = wordpiece_tokenizer(vocab, bos_token="[CLS]", eos_token="[SEP]",
+                                    model_input_names=["input_ids", "attention_mask"])
     tokenizer.chat_template = _TINY_CHAT_TEMPLATE
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
