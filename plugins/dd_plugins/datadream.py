@@ -15,7 +15,8 @@ Engineering beyond the reference code:
   encoded whole, and each step crops a resolution/8 square of the latent and samples from it.
 - Checkpoints every ``checkpoint_every`` steps, and a killed training resumes there.
 - Saved in the diffusers LoRA format (``pytorch_lora_weights.safetensors``), with the rank and
-  alpha as adapter metadata, so plain ``pipe.load_lora_weights(folder)`` loads it exactly.
+  alpha as adapter metadata, so plain ``pipe.load_lora_weights(folder)`` loads it exactly (offline
+  with diffusers < 0.42, name the file: ``weight_name="pytorch_lora_weights.safetensors"``).
 """
 
 from __future__ import annotations
