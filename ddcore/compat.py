@@ -183,7 +183,7 @@ def bound_problems(versions: Mapping[str, str | None], bounds: Mapping[str, Spec
     return problems
 
 
-def torch_pair_problems(versions: Mapping[str, str | None], pins: Mapping[str, str]) -> list[Problem]:
+def torch_pair_problems(versions: Mapping[str, str | None]) -> list[Problem]:
     """torchvision is built for one torch release (0.N pairs with 2.N-15): another fails to load
     its operators ('operator torchvision::nms does not exist')."""
     torch, vision = _version(versions.get("torch")), _version(versions.get("torchvision"))
@@ -239,7 +239,7 @@ def check(versions: Mapping[str, str | None] | None = None) -> list[Problem]:
     if versions is None:
         versions = installed_versions()
     versions = {canonicalize_name(k): v for k, v in versions.items()}
-    problems = [*torch_pair_problems(versions, pins), *bound_problems(versions, bounds, pins),
+    problems = [*torch_pair_problems(versions), *bound_problems(versions, bounds, pins),
                 *requirement_problems(versions, pins, bounds), *known_break_problems(versions)]
     unique = list(dict.fromkeys(problems))
     return sorted(unique, key=lambda p: SEVERITIES.index(p.severity))

@@ -28,18 +28,19 @@ IMPORTS = {"torch": "torch", "torchvision": "torchvision", "diffusers": "diffuse
            "peft": "peft", "accelerate": "accelerate", "open-clip-torch": "open_clip", "timm": "timm"}
 
 
-def diagnose(plugins=None, *, versions: dict[str, str | None] | None = None, imports: bool = True) -> dict[str, Any]:
+def diagnose(plugins=None) -> dict[str, Any]:
     """The whole report. ``plugins`` (a ddcore.plugins.Plugins) adds the stages' default models."""
+    versions = compat.installed_versions()
     problems = compat.check(versions)
-    stack = _stack(versions or compat.installed_versions(), problems)
-    import_errors = _import_errors() if imports else {}
+    stack = _stack(versions, problems)
+    import_errors = _import_errors()
     report = {
         "datadream": __version__,
         "python": platform.python_version(),
         "executable": sys.executable,
         "platform": platform.platform(),
         "stack": stack,
-        "imports": {name: import_errors.get(name, "ok") for name in IMPORTS} if imports else {},
+        "imports": {name: import_errors.get(name, "ok") for name in IMPORTS},
         "problems": [dataclasses.asdict(p) for p in problems],
         "devices": devices() if "torch" not in import_errors else [],
         "hub": hub_settings(),
