@@ -18,7 +18,7 @@ from ddcore.errors import DDError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import (compare_table, doctor_tables, plugin_rows, plugins_table, predictions_table,
+from dd_cli.render import (compare_table, doctor_tables, explain_tables, plugin_rows, plugins_table, predictions_table,
                            print_json, quality_table, results_table, results_title)
 
 app = typer.Typer(
@@ -83,8 +83,8 @@ def run(
     classifier_model: Optional[str] = Opt(None, "--classifier-model", help="Override the classifier's weights: open_clip NAME:TAG (or a timm name), local-dir:PATH, hf-hub:ORG/REPO, or 'tiny'."),
     images_per_class: Optional[int] = Opt(None, "--images-per-class", help="Synthetic images per class. Default 500."),
     resolution: Optional[int] = Opt(None, "--resolution", help="Generation (and adapter training) resolution. Default 512."),
-    steps: Optional[int] = Opt(None, "--steps", help="Inference steps. Default 50."),
-    guidance: Optional[float] = Opt(None, "--guidance", help="Classifier-free guidance scale. Default 2.0."),
+    steps: Optional[int] = Opt(None, "--steps", help="Inference steps. Default: the method's protocol (50; IsSynth and DISEF 20)."),
+    guidance: Optional[float] = Opt(None, "--guidance", help="Classifier-free guidance scale. Default: the method's protocol (2.0; IsSynth and DISEF 8.0)."),
     batch_size: Optional[int] = Opt(None, "--batch-size", help="Images per generation batch. Default 8."),
     train_on: Optional[str] = Opt(None, "--train-on", help="real+synthetic, synthetic, real or none (zero-shot)."),
     real_weight: Optional[float] = Opt(None, "--real-weight", help="lambda in lambda*CE(real) + (1-lambda)*CE(synthetic). Default 0.8."),
@@ -96,6 +96,7 @@ def run(
     config: Optional[Path] = Opt(None, "--config", help="TOML file with any of these settings; flags override it."),
     set_: Optional[list[str]] = Opt(None, "--set", help="Plugin option KIND.OPTION=VALUE, e.g. classifier.epochs=5 (repeatable)."),
     stop_after: Optional[str] = Opt(None, "--stop-after", help="Stop after this stage: prepare, adapt, generate or train."),
+    explain: bool = Opt(False, "--explain", help="Print every setting the run resolves to, against the paper's and the official code's, and stop."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run every stage: few shots, adapter, generation, classifier training, evaluation.
@@ -103,6 +104,9 @@ def run(
     With no arguments: the offline demo (scikit-learn digits, tiny random models, CPU).
     """
     run_config = _config_from(locals())
+    if explain:
+        _explain(run_config)
+        return
     _require_compatible()
     demo = run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits"
     _run_stages(run_config, quiet, demo, stop_after)
@@ -110,13 +114,25 @@ def run(
 
 def _config_from(params: dict[str, Any]):
     """A RunConfig from `dd run`'s parameters (also used by `dd compare` for the shared settings)."""
-    cli = {k: v for k, v in params.items() if k not in ("config", "set_", "quiet", "stop_after")}
+    cli = {k: v for k, v in params.items() if k not in ("config", "set_", "quiet", "stop_after", "explain")}
     cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
     cli["options"] = parse_set(params["set_"] or [])
     if params["search_grid"] is not None:
         cli["search_grid"], cli["search"] = parse_grid(params["search_grid"]), True
     file_values = load_toml(params["config"]) if params["config"] else {}
     return resolve(file_values, cli)
+
+
+def _explain(run_config) -> None:
+    """Build the run, choose its shots (reading them, writing nothing) and print what it resolves to."""
+    from ddcore.explain import protocol_rows
+    from ddcore.pipeline import Run
+
+    pipeline = Run(run_config, get_plugins())
+    pipeline.choose_shots()
+    resolved = pipeline.resolved()
+    for table in explain_tables(resolved, protocol_rows(pipeline.method, pipeline.stages, resolved)):
+        console.print(table)
 
 
 def _run_stages(run_config, quiet: bool, demo: bool, stop_after: str | None = None) -> None:

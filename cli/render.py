@@ -176,3 +176,40 @@ def _num(value: float | None) -> str:
 
 def _yes(value: bool | None) -> str:
     return "-" if value is None else "yes" if value else "no"
+
+
+def explain_tables(resolved: dict[str, Any], rows) -> list[Table]:
+    """``dd run --explain``: the run settings, each stage's options, and the protocol rows
+    (``ddcore.explain.protocol_rows``) with the paper's and the official code's values."""
+    from ddcore.explain import MISSING
+
+    settings = Table(title="Run settings", title_justify="left")
+    settings.add_column("setting", no_wrap=True)
+    settings.add_column("value")
+    for key, value in resolved["settings"].items():
+        settings.add_row(key, _show(value))
+    stages = Table(title="Stages", title_justify="left")
+    for column in ("stage", "plugin", "option", "value"):
+        stages.add_column(column, no_wrap=column != "value")
+    for kind, stage in resolved["stages"].items():
+        first = True
+        values = {**stage["options"], **{f"{k} (derived)": v for k, v in stage["derived"].items()}}
+        for option, value in values.items():
+            stages.add_row(kind if first else "", stage["name"] if first else "", option, _show(value))
+            first = False
+        if first:
+            stages.add_row(kind, stage["name"], "", "")
+        stages.add_section()
+    protocol = Table(title="Protocol (docs/fidelity.md): paper, official code, this run", title_justify="left")
+    for column in ("setting", "paper", "official code", "this run", "why it differs"):
+        protocol.add_column(column, ratio=1 if column != "setting" else None, no_wrap=column == "setting")
+    for row in rows:
+        value = "-" if row.value is MISSING else _show(row.value)
+        if row.differs:
+            value = f"[yellow]{value}[/] (protocol: {row.setting.ours_display()})"
+        protocol.add_row(row.setting.key, row.setting.paper, row.setting.code, value, row.setting.why)
+    return [settings, stages, protocol]
+
+
+def _show(value: Any) -> str:
+    return "''" if value == "" else str(value)

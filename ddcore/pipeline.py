@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ddcore.config import RunConfig
+from ddcore.config import RunConfig, with_method_settings
 from ddcore.data import fewshot_digest, load_fewshot, sample_fewshot, save_fewshot
 from ddcore.distributed import process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
@@ -84,19 +84,21 @@ def default_out(config: RunConfig, dataset_name: str) -> Path:
 class Run:
     """One configured run. Build it, then call ``run_all()`` or one stage at a time."""
 
-    def __init__(self, config: RunConfig, plugins: Plugins | None = None, reporter: Reporter = SILENT) -> None:
-        self.config = config
+    def __init__(self, config: RunConfig, plugins: Plugins | None = None, reporter: Reporter = SILENT,
+                 dataset: Dataset | None = None) -> None:
         self.plugins = plugins or Plugins()
         self.reporter = reporter
         self.method = self.plugins.method(config.method)
+        self.config = config = with_method_settings(config, self.method)
         self._external: tuple[list[Sample], str] | None = None  # the --synthetic folder, once read
+        # Before the stages: a method's options may depend on the data set (ImageNet's epochs).
+        self.dataset = dataset if dataset is not None else load_dataset(config, self.plugins)
         self.choices = self._choices()
         self.stages: dict[str, Stage] = {
             kind: self.plugins.create(kind, name, self._options(kind))
             for kind, name in self.choices.items()
             if name is not None
         }
-        self.dataset = load_dataset(config, self.plugins)
         self.out = Path(config.out) if config.out else default_out(config, self.dataset.name)
         # Stage outputs live under the store: the run folder itself, or one shared by many runs
         # (``dd compare``), where equal keys mean one adapter, one synthetic set, one classifier.
@@ -146,10 +148,11 @@ class Run:
         return self.config.train_on or self.method.train_on
 
     def _options(self, kind: str) -> dict[str, Any]:
-        """Method presets, then profile defaults the stage accepts, then the user's options."""
+        """Method presets (for this data set), then profile defaults the stage accepts, then the
+        user's options."""
         name = self.choices[kind]
         fields = {f.name for f in dataclasses.fields(self.plugins.get(kind, name).factory.Options)} if name else set()
-        preset = {k.split(".", 1)[1]: v for k, v in self.method.options.items() if k.startswith(kind + ".")}
+        preset = self.method.preset_options(kind, self.dataset.name)
         soft = {k: v for k, v in self.config.soft_stage_options(kind).items() if k in fields}
         return {**preset, **soft, **self.config.stage_options(kind)}
 
@@ -162,6 +165,22 @@ class Run:
         if inputs is not None:  # keys of stages without a fingerprint stay as they were
             spec["inputs"] = inputs
         return spec
+
+    def resolved(self) -> dict[str, Any]:
+        """Every setting the run resolved to: the run settings, and per stage its plugin, its
+        options and what it derives from them (``Stage.describe``). Needs the shots (after
+        ``prepare`` or ``choose_shots``). Recorded in run.json; ``dd run --explain`` prints it."""
+        c = self.config
+        settings = {"method": c.method, "dataset": self.dataset.name, "classes": self.dataset.num_classes,
+                    "shots": c.shots, "seed": c.seed, "base_model": c.base_model,
+                    "images_per_class": c.images_per_class if self.choices["generator"] else 0,
+                    "resolution": c.resolution, "steps": c.steps, "guidance": c.guidance,
+                    "train_on": self.train_on, "real_weight": c.real_weight, "search": c.search}
+        stages = {}
+        for kind, stage in self.stages.items():
+            stages[kind] = {"name": self.choices[kind], "options": dataclasses.asdict(stage.options),
+                            "derived": stage.describe(self.context)}
+        return {"settings": settings, "stages": stages}
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -204,19 +223,24 @@ class Run:
     def prepare(self) -> None:
         """Choose the few shots (or read ``--fewshot``) and record the run."""
         c = self.config
-        if c.fewshot:
-            shots = load_fewshot(Path(c.fewshot).expanduser(), self.dataset)
-        else:
-            shots = sample_fewshot(self.dataset, c.shots, c.seed)
-        self.context.shots = shots
+        shots = self.choose_shots()
         self._keys = self.keys()
         if self.process.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_fewshot(self.out / FEWSHOT_FILE, shots, self.dataset, k=c.shots, seed=c.seed)
             atomic_write_json(self.out / RUN_FILE, {
                 "config": c.to_dict(), "dataset": self.dataset.name, "stages": self.choices,
-                "train_on": self.train_on, "keys": self._keys,
+                "train_on": self.train_on, "keys": self._keys, "resolved": self.resolved(),
             })
+
+    def choose_shots(self) -> list[Sample]:
+        """The few shots (``--fewshot``, or sampled from the seed), into the context; writes nothing."""
+        c = self.config
+        if c.fewshot:
+            self.context.shots = load_fewshot(Path(c.fewshot).expanduser(), self.dataset)
+        else:
+            self.context.shots = sample_fewshot(self.dataset, c.shots, c.seed)
+        return self.context.shots
 
     def _stage(self, name: str, body: Callable[[], Any]) -> Any:
         hook = self.plugins.hook

@@ -21,10 +21,38 @@ if TYPE_CHECKING:
     from ddcore.records import Dataset, GenItem, Prompt, Sample
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One row of a method's protocol table (``docs/fidelity.md``, ``dd run --explain``).
+
+    ``key`` names a resolved value: a run setting (``steps``), a stage option
+    (``adapter.lr``) or a derived value a stage reports in ``describe`` (``adapter.group_steps``).
+    ``ours`` is the value we resolve to: a constant, or a function of the case (an object with
+    ``dataset``, ``shots`` and ``classes``) for values that depend on them (``ours_text`` then
+    says it in words). A test resolves every
+    method for several data sets and shot counts and checks each row, so the table cannot drift
+    from the code."""
+
+    key: str
+    paper: str  # the paper's value, with its section
+    code: str  # the official code's value, with its file
+    ours: Any
+    why: str = ""  # why ours differs from the paper or the code (empty: it does not)
+    ours_text: str = ""
+
+    def expected(self, case: Any) -> Any:
+        return self.ours(case) if callable(self.ours) else self.ours
+
+    def ours_display(self) -> str:
+        return self.ours_text or str(self.ours)
+
+
 class Stage:
     """Base of every stage: holds the validated options."""
 
     kind: ClassVar[str] = ""
+    # The stage's settings against its paper and official code (docs/fidelity.md).
+    protocol: ClassVar[tuple[Setting, ...]] = ()
     # Options naming a pretrained model besides ``model`` and ``*_model`` (`dd doctor` checks
     # whether their defaults are in the local cache).
     pretrained_options: ClassVar[tuple[str, ...]] = ()
@@ -42,6 +70,12 @@ class Stage:
         part of the stage's key, so a change makes the stage run again instead of reusing a
         stale output. Called once the shots are known. The default, None, adds nothing."""
         return None
+
+    def describe(self, context: "RunContext") -> dict[str, Any]:
+        """Values the stage derives from its options and the run, worth showing beside them
+        (``dd run --explain``, ``run.json``): e.g. the steps each adapter trains, the warm-up
+        it gets. JSON-serialisable; called once the shots are known. The default: none."""
+        return {}
 
 
 class Adapter(Stage):
@@ -168,11 +202,19 @@ class TrainingData:
 TRAIN_ON = ("real+synthetic", "synthetic", "real", "none")
 
 
+# Run settings a method preset may choose (the generation protocol of its paper); explicit
+# flags, TOML values and the demo profile still override them.
+METHOD_SETTINGS = ("steps", "guidance")
+
+
 @dataclass(frozen=True)
 class Method:
     """A named preset of stage choices. ``generator=None`` means no synthetic data;
     ``train_on`` says which data the classifier sees (``"none"``: zero-shot).
-    ``options`` are default stage options, keyed ``"<kind>.<option>"``."""
+    ``options`` are default stage options, keyed ``"<kind>.<option>"``; ``dataset_options``
+    are more of them for one data set (``{"imagenet": {"adapter.epochs": 100}}``), over
+    ``options``. ``settings`` are run settings of ``METHOD_SETTINGS`` (``{"steps": 20}``).
+    ``protocol`` is the method's table of settings against its paper and official code."""
 
     adapter: str = "none"
     prompt_builder: str = "template"
@@ -180,11 +222,22 @@ class Method:
     filter: str = "none"
     train_on: str = "real+synthetic"
     options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    protocol: tuple[Setting, ...] = ()
     description: str = ""
 
     def __post_init__(self) -> None:
         if self.train_on not in TRAIN_ON:
             raise ValueError(f"train_on must be one of {TRAIN_ON}, not {self.train_on!r}")
+        unknown = sorted(set(self.settings) - set(METHOD_SETTINGS))
+        if unknown:
+            raise ValueError(f"method settings can be {', '.join(METHOD_SETTINGS)}, not {', '.join(unknown)}")
+
+    def preset_options(self, kind: str, dataset: str) -> dict[str, Any]:
+        """The preset's options for stage ``kind`` on data set ``dataset``."""
+        merged = {**self.options, **self.dataset_options.get(dataset, {})}
+        return {k.split(".", 1)[1]: v for k, v in merged.items() if k.startswith(kind + ".")}
 
 
 STAGE_KINDS = ("adapter", "prompt_builder", "generator", "filter", "classifier")

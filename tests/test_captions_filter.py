@@ -284,19 +284,23 @@ def test_filtered_run_records_counts_and_survives_a_class_that_never_passes(tiny
 # --------------------------------------------------------------------------- the disef method
 
 
-def test_disef_preset_names_its_stages_and_settings():
-    method = Plugins().method("disef")
-    assert (method.adapter, method.prompt_builder, method.generator, method.filter) == (
-        "none", "captions", "img2img", "clip")
-    assert method.options == {"generator.strength": 0.75, "generator.scheduler": "DPMSolverMultistepScheduler"}
-    assert "da Costa" in method.description and "--steps 20 --guidance 8" in method.description
-    assert CaptionPrompts.Options().model == "Salesforce/blip-image-captioning-large"
+def test_disef_presets_name_their_stages_and_settings():
+    """disef: as DataDream's Table 1 ran it (unfiltered); disef-original: as DISEF's paper (filtered)."""
+    table, original = Plugins().method("disef"), Plugins().method("disef-original")
+    assert (table.adapter, table.prompt_builder, table.generator, table.filter) == ("none", "captions", "img2img", "none")
+    assert original.filter == "clip" and original.options == table.options and original.settings == table.settings
+    assert table.options == {"generator.strength": 0.75, "generator.scheduler": "DPMSolverMultistepScheduler",
+                             "generator.source_fit": "pad", "prompt_builder.model": "llava-hf/llava-1.5-7b-hf",
+                             "prompt_builder.prefix": "", "prompt_builder.max_new_tokens": 77}
+    assert table.settings == {"steps": 20, "guidance": 8.0}
+    assert "unfiltered" in table.description and "ViT-H/14" in original.description
+    assert CaptionPrompts.Options().model == "Salesforce/blip-image-captioning-large"  # the builder's own default
 
 
 @pytest.mark.skipif("img2img" not in Plugins().names("generator"), reason="generator img2img not registered yet")
 def test_dd_run_disef_end_to_end_on_tiny_models(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
-    result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "disef", *FAST,
+    result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "disef-original", *FAST,
                     "--set", "prompt_builder.model=tiny", "--set", "prompt_builder.max_new_tokens=4",
                     "--set", "filter.model=tiny", "--set", "filter.max_attempts_per_class=3", "--stop-after", "generate")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -319,7 +323,8 @@ def test_dd_run_disef_end_to_end_on_tiny_models(tiny_folder, tmp_path, run_dd):
         source = row["source"]
         assert source in captions and Path(source).parent.name == run_dir_of(row["class"])
         others = [c for p, c in captions.items() if p != source and Path(p).parent == Path(source).parent]
-        assert row["prompt"] == f"a photo of a {row['class']}, {others[0]}"  # K=2: the other shot's caption
+        # K=2: the other shot's caption, alone (the preset's empty prefix, as DISEF's code)
+        assert row["prompt"] == (others[0] or f"a photo of a {row['class']}")
 
 
 def run_dir_of(classname: str) -> str:

@@ -45,7 +45,7 @@ def test_presets_build_the_quickgelu_architecture(monkeypatch, preset, arch):
 
 def test_preset_defaults():
     assert PRESETS["clip-vitb16"].Options().visual == "lora"
-    assert PRESETS["clip-vitl14"].Options().visual == "lora"
+    assert PRESETS["clip-vitl14"].Options().visual == "full"  # the paper's App. D
     assert PRESETS["clip-rn50"].Options().visual == "full"
     options = PRESETS["clip-vitb16"].Options()
     assert (options.lora_rank, options.lora_alpha, options.lora_dropout, options.batch_size) == (16, 32, 0.1, 64)
@@ -120,6 +120,66 @@ def test_mixup_and_cutmix_targets_match_the_mixed_pixels():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     smooth = soft_targets(torch.tensor([1]), 4, 0.1)
     torch.testing.assert_close(smooth, torch.tensor([[0.025, 0.925, 0.025, 0.025]]))
+
+
+def test_mixing_hits_mix_prob_of_the_batches_with_both_kinds():
+    """The official code mixes 20 % of batches, CutMix or Mixup at random; the decision must not
+    decide the kind (it once shared its draw with the CutMix-or-Mixup coin)."""
+    from ddcore.training.loop import _targets
+
+    images = torch.stack([torch.full((3, 8, 8), float(i)) for i in range(4)])
+    labels, real = torch.tensor([0, 1, 2, 3]), torch.zeros(4, dtype=torch.bool)
+    options = TrainingOptions(mix=True)
+    kinds = []
+    for seed in range(400):
+        mixed, targets, _ = _targets(images, labels, real, 4, options, seed * 4096)
+        if not torch.equal(mixed, images):
+            flat = mixed[0].flatten().unique()
+            kinds.append("cutmix" if len(flat) <= 2 and set(flat.tolist()) <= {0.0, 3.0} else "mixup")
+    assert 0.14 < len(kinds) / 400 < 0.26
+    assert 0.3 < kinds.count("cutmix") / len(kinds) < 0.7
+    never = TrainingOptions(mix=True, mix_prob=0.0)
+    assert all(torch.equal(_targets(images, labels, real, 4, never, s)[0], images) for s in range(50))
+
+
+def test_augmentations_are_the_official_ones_and_the_paper_list_is_an_option():
+    from torchvision import transforms as T
+
+    from ddcore.training.data import cache_side, train_transform
+
+    official = [type(t) for t in train_transform(224, (0.5,) * 3, (0.5,) * 3, True).transforms]
+    assert official[:3] == [T.RandAugment, T.RandomResizedCrop, T.RandomHorizontalFlip]
+    assert T.RandomSolarize in official
+    crop = train_transform(224, (0.5,) * 3, (0.5,) * 3, True).transforms[1]
+    assert crop.scale == (0.25, 1.0)
+    jitter = train_transform(224, (0.5,) * 3, (0.5,) * 3, True).transforms[3].transforms[0]
+    assert jitter.saturation == (0.8, 1.2)  # 0.2, the official code's
+    simple = [type(t) for t in train_transform(224, (0.5,) * 3, (0.5,) * 3, True, "simple").transforms]
+    assert T.RandAugment not in simple and T.RandomResizedCrop in simple
+    assert (cache_side(224, True), cache_side(224, True, "simple"), cache_side(224, False)) == (448, 317, 224)
+    with pytest.raises(ConfigError, match="augmentations"):
+        TrainingOptions(augmentations="heavy")
+
+
+def test_warm_up_is_counted_in_epochs_unless_steps_are_given():
+    assert TrainingOptions().warmup(steps_per_epoch=79) == 237
+    assert TrainingOptions(warmup_steps=5).warmup(steps_per_epoch=79) == 5
+
+
+def test_head_templates_datadream_coop_and_ensemble():
+    from dd_plugins.clip_classifier import ClipClassifier, class_templates
+
+    from ddcore.records import Dataset
+
+    eurosat = Dataset(name="eurosat", classnames=["Forest"], train=[], test=[], domain="satellite ",
+                      templates=["a centered satellite photo of {}."])
+    options = ClipClassifier.Options
+    assert class_templates(options(), eurosat) == ["a satellite photo of a {}"]
+    assert class_templates(options(templates="coop"), eurosat) == ["a centered satellite photo of {}."]
+    assert class_templates(options(templates="single"), eurosat) == ["a centered satellite photo of {}."]
+    assert len(class_templates(options(templates="ensemble"), eurosat)) == 80
+    with pytest.raises(ConfigError, match="templates"):
+        ClipClassifier(options(templates="many"))
 
 
 # --------------------------------------------------------------------------- the loop

@@ -12,7 +12,7 @@ from ddcore.errors import ConfigError
 from ddcore.plugins import Plugins
 
 ALL_METHODS = "zero-shot,real-finetune,issynth,disef,datadream-dset,datadream-cls"
-TINY_DISEF = ["--set", "prompt_builder.model=tiny", "--set", "filter.model=tiny"]  # its captioner and filter
+TINY_DISEF = ["--set", "prompt_builder.model=tiny"]  # its captioner (Table 1's DISEF has no filter)
 
 
 def _folders(root, kind):

@@ -118,7 +118,7 @@ def test_cls_trains_one_adapter_per_class_and_switches_them(tiny_folder, tiny_sd
     adapter_dir = run.adapt()
     folders = sorted(p.name for p in adapter_dir.iterdir() if (p / "pytorch_lora_weights.safetensors").is_file())
     assert folders == ["blue_stripes", "green_circle", "red_square"]
-    # Equal compute: S = 4 epochs * ceil(6 shots / batch 2) = 12 steps for dset; 12 / 3 classes each.
+    # The official per-class epochs: 4 epochs * ceil(2 shots / batch 2) = 4 steps for each class.
     for name in folders:
         assert json.loads((adapter_dir / name / "datadream.json").read_text())["steps"] == 4
     synthetic = run.generate()

@@ -95,7 +95,9 @@ def test_issynth_preset_and_strength_options(tiny_folder, tmp_path):
     method = Plugins().method("issynth")
     assert (method.adapter, method.prompt_builder, method.generator, method.filter, method.train_on) == (
         "none", "template", "img2img", "none", "real+synthetic")
-    assert method.options == {"generator.strength": 0.75} and ISSYNTH_STRENGTH == 0.75
+    assert method.options == {"generator.strength": 0.75, "generator.scheduler": "DPMSolverMultistepScheduler",
+                              "generator.source_fit": "pad"} and ISSYNTH_STRENGTH == 0.75
+    assert method.settings == {"steps": 20, "guidance": 8.0}
     assert "He et al" in method.description and "ICLR 2023" in method.description
     run = Run(config_for(tiny_folder, tmp_path / "a", "--method", "issynth", "--set", "generator.strength=0.3"))
     assert run.stages["generator"].options.strength == 0.3
@@ -112,6 +114,20 @@ def test_issynth_preset_and_strength_options(tiny_folder, tmp_path):
         run.generate()
     assert "\n" not in str(error.value)
     assert not list((tmp_path / "c").rglob("*.png"))
+
+
+def test_a_wide_source_is_padded_to_a_square_not_cropped():
+    """DISEF's code pads (black, centred): a wide aircraft keeps its wing tips."""
+    from PIL import Image
+
+    wide = Image.new("RGB", (64, 32), (200, 10, 10))
+    wide.paste((10, 200, 10), (0, 0, 8, 32))  # a green "wing tip" at the left edge
+    padded = np.asarray(square_source(wide, 32))
+    assert padded.shape == (32, 32, 3)
+    assert padded[:6].max() < 10 and padded[-6:].max() < 10  # black bands above and below
+    assert padded[16, 1, 1] > 150  # the wing tip is still there
+    cropped = np.asarray(square_source(wide, 32, "crop"))
+    assert cropped[:6].min() > 5 and cropped[16, 1, 1] < 50  # no band; the wing tip is cut off
 
 
 def test_prompts_are_tied_to_the_shot_each_image_starts_from():
@@ -172,9 +188,11 @@ def test_near_zero_strength_returns_the_recorded_source_and_full_strength_does_n
     distances, runs = {}, {}
     for strength, steps in ((0.05, 20), (1.0, 2)):  # 0.05 of 20 steps: only the least noisy step
         out = tmp_path / f"s{strength}"
+        # The checkpoint's scheduler, whose last of 20 steps is at t = 1: DPM-Solver's (the preset's)
+        # ends at t = 50, where the random tiny U-Net's noise estimate still moves pixels by ~20.
         run = runs[strength] = Run(config_for(tiny_folder, out, "--method", "issynth", "--base-model",
                                               str(identity_model), "--steps", str(steps),
-                                              "--set", f"generator.strength={strength}"))
+                                              "--set", f"generator.strength={strength}", "--set", "generator.scheduler="))
         run.prepare()
         synthetic = run.generate()
         shots = shots_by_label(out)

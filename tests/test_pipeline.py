@@ -278,7 +278,7 @@ def test_zero_shot_trains_nothing_and_real_finetune_makes_no_images(tiny_folder,
     assert zero.choices["generator"] is None
     metrics = zero.run_all()
     info = json.loads((zero.stage_dir("classifier").path / "classifier.json").read_text())
-    assert info["trained"] is False and info["prompts"]["blue stripes"] == ["a photo of a blue stripes."]
+    assert info["trained"] is False and info["prompts"]["blue stripes"] == ["a photo of a blue stripes"]
     assert not (zero.out / "synthetic").exists()
     assert 0.0 <= metrics["top1"] <= 1.0
     real = Run(config_for(tiny_folder, tmp_path / "rf", "--method", "real-finetune"))

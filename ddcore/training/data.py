@@ -20,21 +20,35 @@ from PIL import Image
 from ddcore.data import load_rgb
 from ddcore.records import Sample
 
-CROP_SCALE = (0.5, 1.0)  # RandomResizedCrop's area range
+# The training augmentations, by name. "datadream": the official DataDream classifier's
+# (classify/data.py): RandAugment, a random resized crop of 25-100 % of the area, flip, colour
+# jitter (saturation 0.2), greyscale, Gaussian blur and solarization. "simple": the four the
+# paper's Appendix B lists (crop of 50-100 %, flip, jitter, greyscale).
+AUGMENTATIONS = ("datadream", "simple")
+CROP_SCALES = {"datadream": (0.25, 1.0), "simple": (0.5, 1.0)}  # RandomResizedCrop's area range
 
 
-def train_transform(size: int, mean, std, augment: bool) -> Callable:
-    """The paper's augmentations: random resized crop, flip, colour jitter, random greyscale."""
+def train_transform(size: int, mean, std, augment: bool, augmentations: str = "datadream") -> Callable:
+    """The training transform: ``augmentations`` (see ``AUGMENTATIONS``), or none at all."""
     from torchvision import transforms as T
 
     normalize = [T.ToTensor(), T.Normalize(mean, std)]
     if not augment:
         return eval_transform(size, mean, std)
+    crop = T.RandomResizedCrop(size, scale=CROP_SCALES[augmentations], interpolation=T.InterpolationMode.BICUBIC)
+    if augmentations == "simple":
+        return T.Compose([crop, T.RandomHorizontalFlip(), T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                          T.RandomGrayscale(p=0.2), *normalize])
+    # The official blur is PIL's with a radius drawn from U(0.1, 2); torchvision's sigma range is
+    # the same, on a kernel wide enough for sigma 2 (23 px, as BYOL's and DINO's at 224 px).
     return T.Compose([
-        T.RandomResizedCrop(size, scale=CROP_SCALE, interpolation=T.InterpolationMode.BICUBIC),
+        T.RandAugment(),  # before the crop, as in the official code
+        crop,
         T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
+        T.RandomApply([T.GaussianBlur(23, sigma=(0.1, 2.0))], p=0.2),
+        T.RandomSolarize(128, p=0.2),
         *normalize,
     ])
 
@@ -47,10 +61,10 @@ def eval_transform(size: int, mean, std) -> Callable:
                       T.ToTensor(), T.Normalize(mean, std)])
 
 
-def cache_side(size: int, augment: bool) -> int:
+def cache_side(size: int, augment: bool, augmentations: str = "datadream") -> int:
     """The shorter side to keep: a crop of the smallest allowed area, resized to ``size``,
     is then never upsampled."""
-    return math.ceil(size / math.sqrt(CROP_SCALE[0])) if augment else size
+    return math.ceil(size / math.sqrt(CROP_SCALES[augmentations][0])) if augment else size
 
 
 class DecodedCache:

@@ -5,10 +5,11 @@ One loop for every classifier, so that methods and classifiers compare on equal 
 * every step draws a batch of synthetic images and as many real shots (oversampled), and the
   loss is ``lambda * CE(real) + (1 - lambda) * CE(synthetic)``; with only one kind of data it
   is the plain mean cross-entropy;
-* AdamW, linear warm-up then cosine decay, gradient-norm clipping at 1;
+* AdamW, linear warm-up then cosine decay, gradient-norm clipping as an option;
 * gradient accumulation (``micro_batch``) gives the same update as the whole batch at once,
   because the loss is a per-image weighted sum;
-* bf16 autocast on CUDA (``amp``); Mixup/CutMix (``mix``) and label smoothing as options;
+* bf16 autocast on CUDA (``amp``); Mixup/CutMix (``mix``, on ``mix_prob`` of the batches) and
+  label smoothing as options;
 * a checkpoint every ``checkpoint_every`` steps and at the end of each epoch; a resumed run
   continues with the same batches and augmentations as an uninterrupted one.
 
@@ -29,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ddcore.records import Sample
-from ddcore.training.data import (DecodedCache, EvalImages, TrainImages, cache_side, eval_transform,
-                                  shared_memory_free, train_transform)
+from ddcore.training.data import (AUGMENTATIONS, DecodedCache, EvalImages, TrainImages, cache_side,
+                                  eval_transform, shared_memory_free, train_transform)
 from ddcore.training.plan import TrainingPlan, mix_batch, soft_targets
 
 CHECKPOINT = "checkpoint.pt"
@@ -40,21 +41,40 @@ CHECKPOINT = "checkpoint.pt"
 class TrainingOptions:
     """Settings of the shared loop; a classifier's ``Options`` inherits them (``--set classifier.lr=1e-5``)."""
 
-    epochs: int = 30
+    # Defaults: the official DataDream classifier (classify/bash_run.sh, main.py); the paper
+    # gives only the batch size, AdamW with cosine annealing and the search grid (docs/fidelity.md).
+    epochs: int = 10
     batch_size: int = 64  # per step: this many synthetic images, and as many real ones
     micro_batch: int = 0  # >0: gradient accumulation in chunks of this many images
     lr: float = 1e-4
-    weight_decay: float = 5e-4
-    warmup_steps: int = 50
-    mix: bool = False  # Mixup/CutMix
-    mixup_alpha: float = 0.8
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 3.0  # linear warm-up over this many epochs' steps
+    warmup_steps: int = 0  # >0: the warm-up in steps instead
+    max_grad_norm: float = 0.0  # >0: clip the gradient norm (the official code does not)
+    mix: bool = False  # Mixup/CutMix (one of the two per mixed batch)
+    mix_prob: float = 0.2  # the share of batches mixed when mix is on (official: 20 %)
+    mixup_alpha: float = 1.0
     cutmix_alpha: float = 1.0
     label_smoothing: float = 0.0
     augment: bool = True
+    augmentations: str = "datadream"  # datadream (the official code's) or simple (the paper's list)
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     num_workers: int = -1  # -1: none on the CPU, up to 8 on a GPU
     cache_gb: float = 4.0  # decoded-image cache; 0 turns it off
     checkpoint_every: int = 500  # steps (and at each epoch's end)
+
+    def __post_init__(self) -> None:
+        from ddcore.errors import ConfigError
+
+        if self.augmentations not in AUGMENTATIONS:
+            raise ConfigError(f"classifier.augmentations must be one of {', '.join(AUGMENTATIONS)}, "
+                              f"not {self.augmentations!r}")
+        if not 0.0 <= self.mix_prob <= 1.0:
+            raise ConfigError(f"classifier.mix_prob must be between 0 and 1, not {self.mix_prob}")
+
+    def warmup(self, steps_per_epoch: int) -> int:
+        """Warm-up steps: ``warmup_steps`` when set, else ``warmup_epochs`` epochs' worth."""
+        return self.warmup_steps if self.warmup_steps > 0 else round(self.warmup_epochs * steps_per_epoch)
 
 
 class TrainableModel:
@@ -120,12 +140,14 @@ def train(model: TrainableModel, data, options: TrainingOptions, *, num_classes:
 
     params = model.parameters_to_train()
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(options.warmup_steps, total))
+    warmup = options.warmup(plan.steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
     start = _resume(out_dir, model, optimizer, scheduler)
 
     n_workers = workers(options.num_workers, device)
     cache = _cache(samples, model.image_size, options, n_workers)
-    dataset = TrainImages(samples, is_real, train_transform(model.image_size, model.mean, model.std, options.augment),
+    dataset = TrainImages(samples, is_real, train_transform(model.image_size, model.mean, model.std, options.augment,
+                                                                     options.augmentations),
                           cache)
     batches = (_flatten(plan.batch(step)) for step in range(start, total))
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=n_workers,
@@ -145,7 +167,8 @@ def train(model: TrainableModel, data, options: TrainingOptions, *, num_classes:
                 log_probs = F.log_softmax(logits.float(), dim=-1)
                 per_image = -(targets[lo:lo + chunk].to(device) * log_probs).sum(-1)
                 (weights[lo:lo + chunk].to(device) * per_image).sum().backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if options.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, options.max_grad_norm)
             optimizer.step()
             scheduler.step()
             advance(1)
@@ -153,7 +176,7 @@ def train(model: TrainableModel, data, options: TrainingOptions, *, num_classes:
             if done % plan.steps_per_epoch == 0 or (options.checkpoint_every and done % options.checkpoint_every == 0):
                 _checkpoint(out_dir, model, optimizer, scheduler, done)
     model.module.eval()
-    return {"steps": total, "steps_per_epoch": plan.steps_per_epoch,
+    return {"steps": total, "steps_per_epoch": plan.steps_per_epoch, "warmup_steps": warmup,
             "cached_images": cache.cached_images if cache else 0, "workers": n_workers}
 
 
@@ -169,7 +192,8 @@ def _targets(images, labels, real, num_classes, options, seed):
     order = torch.argsort(real.int(), stable=True)
     images, labels, real = images[order], labels[order], real[order]
     targets = soft_targets(labels, num_classes, options.label_smoothing)
-    if options.mix:
+    # Whether this batch is mixed: a draw of its own (the mix itself draws from seed + k).
+    if options.mix and np.random.default_rng([seed, 1]).random() < options.mix_prob:
         parts = [mix_batch(images[mask], targets[mask], options.mixup_alpha, options.cutmix_alpha, seed + k)
                  for k, mask in enumerate((~real, real)) if mask.any()]
         images, targets = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -193,7 +217,7 @@ def _cache(samples: list[Sample], size: int, options: TrainingOptions, n_workers
     budget = int(options.cache_gb * 2**30)
     if n_workers > 0:
         budget = min(budget, int(shared_memory_free() * 0.8))
-    return DecodedCache([s.path for s in samples], cache_side(size, options.augment), budget, shared=n_workers > 0)
+    return DecodedCache([s.path for s in samples], cache_side(size, options.augment, options.augmentations), budget, shared=n_workers > 0)
 
 
 def _checkpoint(out_dir: Path, model: TrainableModel, optimizer, scheduler, step: int) -> None:

@@ -19,9 +19,9 @@ The prompt is always ``prefix`` followed by the new caption text, so it names th
 the caption does not. DISEF's reference code asks LLaVA-1.5 "Provide a detailed caption for the
 image focusing on the object, knowing it's a {classname}." for that reason ("the final caption will
 almost surely include the class name") and uses the caption alone: ``query`` is that question, and
-``--set prompt_builder.model=llava-hf/llava-1.5-7b-hf --set prompt_builder.prefix=''`` reproduces
-it. The default captioner is BLIP-large (much smaller than LLaVA-7B), with the prefix
-"a photo of a {classname}," -- DataDream's own class prompt -- given to it to continue.
+the ``disef`` presets do that (LLaVA-1.5-7B, no prefix). The builder's own default captioner is
+BLIP-large (much smaller than LLaVA-7B), with the prefix "a photo of a {classname}," --
+DataDream's own class prompt -- given to it to continue.
 
 Decoding is greedy, so a caption depends only on the image and the settings. Captions are cached
 in ``<run>/captions/<settings digest>.json``, one entry per image path with the file's SHA-256
@@ -309,20 +309,30 @@ def register_prompt_builders(register):
     register("captions", CaptionPrompts)
 
 
-# DISEF's reference code: DPM-Solver, 20 steps, noise added at step 5 of 20 (the last 15 are run:
-# strength 0.75), classifier-free guidance 8.0. Steps and guidance are run settings here, not stage
-# options, so the preset cannot set them; the description says what to pass.
-DISEF_OPTIONS = {"generator.strength": 0.75, "generator.scheduler": "DPMSolverMultistepScheduler"}
+# DISEF's captions: LLaVA-1.5 answers DISEF's question, and the caption alone is the prompt
+# (CLIP's tokenizer truncates it at 77 tokens, as in DISEF's code).
+LLAVA = "llava-hf/llava-1.5-7b-hf"
+DISEF_CAPTIONS = {"prompt_builder.model": LLAVA, "prompt_builder.prefix": "", "prompt_builder.max_new_tokens": 77}
 
 
 @hookimpl
 def register_methods(register):
+    from .fidelity import PROTOCOLS
+    from .img2img import DISEF_GENERATION, DISEF_GENERATOR
+
     register("disef", Method(
+        adapter="none", prompt_builder="captions", generator="img2img", filter="none", train_on="real+synthetic",
+        options={**DISEF_CAPTIONS, **DISEF_GENERATOR}, settings=dict(DISEF_GENERATION),
+        protocol=PROTOCOLS["disef"],
+        description="DISEF as DataDream's Table 1 ran it: img2img from a real shot (DPM-Solver, 20 steps, strength "
+                    "0.75, guidance 8), prompted with LLaVA-1.5's caption of another shot of its class; unfiltered",
+    ))
+    register("disef-original", Method(
         adapter="none", prompt_builder="captions", generator="img2img", filter="clip", train_on="real+synthetic",
-        options=dict(DISEF_OPTIONS),
-        description="DISEF (da Costa et al., 2023): img2img (strength 0.75, DPM-Solver) from a real shot, prompted "
-                    "with the caption of another shot of its class, kept if zero-shot CLIP agrees; the paper used "
-                    "LLaVA-1.5 captions, 20 steps and guidance 8.0: add --steps 20 --guidance 8",
+        options={**DISEF_CAPTIONS, **DISEF_GENERATOR}, settings=dict(DISEF_GENERATION),
+        protocol=PROTOCOLS["disef-original"],
+        description="DISEF as its own paper ran it: as disef, then a CLIP ViT-H/14 filter keeps an image only if "
+                    "zero-shot CLIP assigns it to its class (DISEF used 64 images per class on Realistic Vision 2.0)",
     ))
 
 

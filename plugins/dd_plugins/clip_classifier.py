@@ -26,6 +26,8 @@ from ddcore.training import TrainableModel, TrainingOptions, predict_scores, rea
 from ddcore.training import eval_transform
 from ddcore.training import train as train_loop
 
+from .fidelity import CLASSIFIER, CLASSIFIERS
+
 WEIGHTS = "trained.safetensors"
 _ATTN = r"transformer\.resblocks\.\d+\.attn\.(q_proj|v_proj)"
 TEXT_TARGETS = rf"(text\.)?{_ATTN}"  # CLIP's text tower is `transformer`, CustomTextCLIP's `text.transformer`
@@ -35,18 +37,29 @@ VISUAL_MODES = tuple(LORA_TARGETS)
 ENSEMBLE = "ensemble"
 
 
+# How the class prompts of the head are written. "datadream": the official DataDream
+# classifier's one template, "a {domain}photo of a {classname}" (classify/models/clip.py);
+# "coop": CoOp's per-data-set template ("a centered satellite photo of {}."); "ensemble": every
+# template the data set has (open_clip's 80 ImageNet ones when it has one). "single" is the
+# name "coop" had before (kept for configs that use it).
+TEMPLATE_SETS = ("datadream", "coop", "ensemble")
+TEMPLATE_ALIASES = {"single": "coop"}
+
+
 def check_templates(options, kind: str) -> None:
-    if options.templates not in ("single", ENSEMBLE):
-        raise ConfigError(f"{kind}.templates must be single or ensemble, not {options.templates!r}")
+    if TEMPLATE_ALIASES.get(options.templates, options.templates) not in TEMPLATE_SETS:
+        raise ConfigError(f"{kind}.templates must be one of {', '.join(TEMPLATE_SETS)}, not {options.templates!r}")
 
 
 def class_templates(options, dataset) -> list[str]:
-    """The prompt templates (``{}`` = class name): the ``template`` option; else the data set's
-    first template (``single``) or all of them (``ensemble``; open_clip's 80 ImageNet
-    templates when the data set has only one)."""
+    """The prompt templates (``{}`` = class name): the ``template`` option, else per ``templates``
+    (see ``TEMPLATE_SETS``)."""
     if options.template:
         return [options.template]
-    if options.templates == ENSEMBLE:
+    which = TEMPLATE_ALIASES.get(options.templates, options.templates)
+    if which == "datadream":
+        return [f"a {dataset.domain}photo of a {{}}"]
+    if which == ENSEMBLE:
         if len(dataset.templates) > 1:
             return list(dataset.templates)
         from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
@@ -136,10 +149,11 @@ class ClipClassifier(Classifier):
         lora_rank: int = 16
         lora_alpha: int = 32
         lora_dropout: float = 0.1
-        template: str = ""  # one template for every class; empty: the data set's
-        templates: str = "single"  # single | ensemble
+        template: str = ""  # one template ({} = class name) for every class; empty: per templates
+        templates: str = "datadream"  # datadream | coop | ensemble (TEMPLATE_SETS)
 
     name = "clip-vitb16"
+    protocol = CLASSIFIER
 
     def __init__(self, options=None) -> None:
         super().__init__(options)
@@ -251,14 +265,20 @@ def merge_lora(module) -> int:
 def _preset(name: str, model: str, visual: str, doc: str) -> type[ClipClassifier]:
     options = dataclass(type("Options", (ClipClassifier.Options,), {
         "__annotations__": {"model": str, "visual": str}, "model": model, "visual": visual}))
-    return type(name.replace("-", "_"), (ClipClassifier,), {"Options": options, "name": name, "__doc__": doc})
+    # The shared rows, with this model's own in place of the ViT-B/16 ones.
+    own = {row.key: row for row in CLASSIFIERS[name]}
+    protocol = tuple(own.pop(row.key, row) for row in CLASSIFIER)
+    return type(name.replace("-", "_"), (ClipClassifier,), {"Options": options, "name": name, "__doc__": doc,
+                                                            "protocol": protocol})
 
 
 PRESETS = {
     "clip-vitb16": ClipClassifier,
-    "clip-vitl14": _preset("clip-vitl14", "ViT-L-14-quickgelu:openai", "lora",
-                           "CLIP ViT-L/14 (OpenAI weights, QuickGELU); LoRA on both towers, visual=full for the "
-                           "paper's appendix setting."),
+    # Appendix D: "For both, we fully fine-tune the visual encoder and LoRA fine-tune the text
+    # encoder" (the official code puts LoRA on ViT-L/14's image tower: visual=lora).
+    "clip-vitl14": _preset("clip-vitl14", "ViT-L-14-quickgelu:openai", "full",
+                           "CLIP ViT-L/14 (OpenAI weights, QuickGELU); the image tower fully fine-tuned, LoRA on the "
+                           "text tower (the paper's appendix setting; visual=lora as the official code)."),
     "clip-rn50": _preset("clip-rn50", "RN50-quickgelu:openai", "full",
                          "CLIP RN50 (OpenAI weights, QuickGELU); the ResNet image tower fully fine-tuned, LoRA on the "
                          "text tower (the paper's appendix setting)."),

@@ -1,8 +1,9 @@
 """Filter ``clip``: keep a generated image only if zero-shot CLIP assigns it to its class (DISEF).
 
 The head is open_clip's ``build_zero_shot_classifier`` over the data set's class names and
-templates (``templates=single``: the data set's first template, one prompt per class as DISEF's
-reference code; ``ensemble``: all of them; ``template``: one of your own). An image is kept when
+templates (``templates=coop``: the data set's CoOp template, one prompt per class as DISEF's
+reference code; ``datadream``: "a {domain}photo of a {}"; ``ensemble``: all of them; ``template``:
+one of your own). An image is kept when
 the argmax of its zero-shot logits is its own class.
 
 The core retries: attempts of a class go on until ``images_per_class`` are kept or
@@ -36,8 +37,8 @@ class ClipFilter(Filter):
     @dataclass
     class Options:
         model: str = DEFAULT_FILTER_MODEL  # a load_clip spec: NAME:TAG, local-dir:DIR, hf-hub:ORG/REPO, tiny
-        template: str = ""  # one template ({} = class name) for every class; empty: the data set's
-        templates: str = "single"  # single | ensemble
+        template: str = ""  # one template ({} = class name) for every class; empty: per templates
+        templates: str = "coop"  # coop (one per data set, as DISEF's code) | datadream | ensemble
         max_attempts_per_class: int = 1000  # twice the paper's 500 images per class
         batch_size: int = 32
 

@@ -44,14 +44,15 @@ def denoising_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor
 class ShotLatents:
     """The shots' VAE latent distributions, computed once.
 
-    Each shot is resized so its shorter side is the resolution (bicubic), scaled to [-1, 1]
+    Each shot is resized so its shorter side is the resolution (``interpolation``: bilinear as
+    the official code, or bicubic), scaled to [-1, 1]
     and encoded whole. ``batch`` crops a latent square of the resolution (resolution / the
     VAE's scale factor, 8 for Stable Diffusion) at random, the paper's random crop in latent
     space, and samples from the distribution.
     """
 
     def __init__(self, vae, scale_factor: int, shots, resolution: int, device: str, dtype: torch.dtype,
-                 reporter) -> None:
+                 reporter, interpolation: str = "bilinear") -> None:
         from torchvision.transforms import functional as TF
 
         from ddcore.data import load_rgb
@@ -59,9 +60,10 @@ class ShotLatents:
         self.size = resolution // scale_factor
         self.scaling = vae.config.scaling_factor
         self.means, self.stds = [], []
+        mode = TF.InterpolationMode(interpolation)
         with torch.no_grad(), reporter.task("encoding shots", len(shots)) as advance:
             for shot in shots:
-                image = TF.resize(load_rgb(shot.path), resolution, interpolation=TF.InterpolationMode.BICUBIC)
+                image = TF.resize(load_rgb(shot.path), resolution, interpolation=mode)
                 pixels = TF.to_tensor(image).mul(2).sub(1).unsqueeze(0).to(device, dtype)
                 dist = vae.encode(pixels).latent_dist
                 self.means.append(dist.mean[0].float().cpu())
@@ -121,8 +123,8 @@ class LoraTrainer:
         for p in self.params:  # LoRA weights train in fp32 whatever the base dtype
             p.data = p.data.float()
             p.requires_grad_(True)
-        self.latents = ShotLatents(self.vae, pipe.vae_scale_factor, context.shots, context.config.resolution, self.device, self.dtype,
-                                   context.reporter)
+        self.latents = ShotLatents(self.vae, pipe.vae_scale_factor, context.shots, context.config.resolution,
+                                   self.device, self.dtype, context.reporter, options.interpolation)
         self.prompt_ids = self._tokenize([context.prompts[s.label][0].text for s in context.shots])
         self.prior = self._prior_latents() if options.prior_loss_weight > 0 else None
 
@@ -153,7 +155,7 @@ class LoraTrainer:
         self._reset_lora(group)
         optimizer = torch.optim.AdamW(self.params, lr=opts.lr, betas=(opts.adam_beta1, opts.adam_beta2),
                                       weight_decay=opts.weight_decay, eps=opts.adam_epsilon)
-        scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=opts.warmup_steps,
+        scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=group.warmup,
                                   num_training_steps=group.steps)
         checkpoint = self.out_dir / CHECKPOINTS / f"{group.name}.pt"
         step = self._resume(checkpoint, optimizer, scheduler)

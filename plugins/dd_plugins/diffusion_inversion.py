@@ -17,8 +17,10 @@ seed (itself when K = 1); the conditioning is
 
 ``interpolation`` (alpha here) is the partner's weight, so this is the paper's
 ``alpha * c1 + (1 - alpha) * c2`` with ``c1`` the partner and ``c2`` the base. Classifier-free
-guidance uses the MEAN of all learned embeddings (every class) as the unconditional embedding;
-sampling is DDIM with eta 1 as in the reference's sampling script (``generator.eta``).
+guidance uses the MEAN of all learned embeddings (every class) as the unconditional embedding.
+Sampling keeps the checkpoint's scheduler, as the reference's sampling script does (it passes
+``eta=1``, which SD 1.4's PNDM scheduler ignores); ``generator.scheduler=DDIMScheduler`` with
+``generator.eta`` gives stochastic DDIM.
 The prompt text is not used; the core records the base shot as each image's ``source``.
 
 The heavy training loop lives in ``dd_plugins.diffusion_inversion_training``.
@@ -60,7 +62,7 @@ class DiffusionInversionAdapter(Adapter):
         tokens: int = 5  # embedding length (tokens of width cross_attention_dim)
         group_size: int = 100  # images trained together as one unit, with their own optimizer
         steps: int = 3000  # per group
-        batch_size: int = 8
+        batch_size: int = 50  # the reference README's (a group of 100 is 2 steps per pass)
         lr: float = 3e-2  # constant after warmup
         warmup_steps: int = 0
         weight_decay: float = 1e-2
@@ -168,8 +170,8 @@ class DiffusionInversionGenerator(Generator):
         guidance_choices: str = ""  # e.g. "2,3,4": each image picks one from its seed
         noise: float = 0.1  # lambda: c + lambda * eps
         interpolation: float = 0.1  # alpha: the partner's weight
-        scheduler: str = "DDIMScheduler"
-        eta: float = 1.0  # DDIM eta (stochastic DDIM), as the reference's sampling script; 0 = deterministic
+        scheduler: str = ""  # empty: the checkpoint's, as the reference (PNDM for SD 1.4); e.g. DDIMScheduler
+        eta: float = 1.0  # passed as the reference does; only schedulers that take eta (DDIM) use it
         dtype: str = "auto"
 
         def __post_init__(self) -> None:
@@ -332,10 +334,13 @@ def register_generators(register):
 
 @hookimpl
 def register_methods(register):
+    from .fidelity import PROTOCOLS
+
     register(NAME, Method(
         adapter=NAME, prompt_builder="template", generator=NAME, filter="none", train_on="real+synthetic",
+        protocol=PROTOCOLS[NAME],
         description="Diffusion Inversion (Zhou et al., NeurIPS 2023, 'Training on Thin Air'): one conditioning "
                     "embedding per real shot (5 tokens, groups of 100, lr 3e-2, 3000 steps, at the target "
                     "resolution), sampled with noise 0.1 and interpolation 0.1, guidance 2 with the mean embedding "
-                    "as unconditional, 100 DDIM steps (eta 1)",
+                    "as unconditional, 100 steps of the checkpoint's scheduler",
     ))

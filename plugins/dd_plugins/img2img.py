@@ -20,8 +20,9 @@ becomes one of length lcm(L, K) whose entry ``j`` has text ``prompts[j % L]`` an
 ``shots[j % K]``, which the core's ``prompts[i % len(prompts)]`` maps back to the same text and
 the same shot for every image ``i``.
 
-A source is read as 8-bit RGB, centre-cropped to a square (the largest centred one), then
-resized to ``--resolution`` (bicubic). Every image has its own CPU ``torch.Generator`` seeded
+A source is read as 8-bit RGB, padded to a square (centred on black, as DISEF's code does, so a
+wide aircraft keeps its wings; ``generator.source_fit=crop`` takes the largest centred square
+instead), then resized to ``--resolution`` (bicubic). Every image has its own CPU ``torch.Generator`` seeded
 with the item's seed (for the VAE's latent sample and the noise), so image ``k`` depends only
 on its item (seed, prompt, source), never on the batch.
 """
@@ -46,15 +47,25 @@ from .txt2img import Txt2Img
 ISSYNTH_STRENGTH = 0.75
 
 
-def square_source(image, resolution: int):
-    """Centre-crop ``image`` to its largest centred square, then resize to ``resolution``."""
+SOURCE_FITS = ("pad", "crop")
+
+
+def square_source(image, resolution: int, fit: str = "pad"):
+    """``image`` made square, then resized to ``resolution`` (bicubic). ``pad``: centred on a
+    black square of its longer side (DISEF's code: nothing of the object is cut off);
+    ``crop``: its largest centred square."""
     from PIL import Image, ImageOps
 
-    side = min(image.size)
-    cropped = ImageOps.fit(image, (side, side), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
-    if cropped.size == (resolution, resolution):
-        return cropped
-    return cropped.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    if fit == "pad":
+        side = max(image.size)
+        square = Image.new(image.mode, (side, side))  # black, as DISEF's pad_image
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    else:
+        side = min(image.size)
+        square = ImageOps.fit(image, (side, side), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+    if square.size == (resolution, resolution):
+        return square
+    return square.resize((resolution, resolution), Image.Resampling.BICUBIC)
 
 
 def source_for(index: int, prompt: Prompt, shots: list) -> Path:
@@ -80,8 +91,12 @@ class Img2Img(Txt2Img):
     @dataclass
     class Options(Txt2Img.Options):
         strength: float = ISSYNTH_STRENGTH  # fraction of the schedule run from the noised shot, in (0, 1]
+        source_fit: str = "pad"  # how a shot becomes square: pad (DISEF's code) or crop
 
         def __post_init__(self) -> None:
+            if self.source_fit not in SOURCE_FITS:
+                raise ConfigError(f"generator.source_fit must be one of {', '.join(SOURCE_FITS)}, "
+                                  f"not {self.source_fit!r}")
             if not 0.0 < self.strength <= 1.0:
                 raise ConfigError(f"generator.strength must be in (0, 1] (1 = start from pure noise), "
                                   f"not {self.strength}")
@@ -131,7 +146,8 @@ class Img2Img(Txt2Img):
 
         path = self.resolve(path)
         if path not in self._sources:
-            self._sources[path] = square_source(load_rgb(path), self.context.config.resolution)
+            self._sources[path] = square_source(load_rgb(path), self.context.config.resolution,
+                                                self.options.source_fit)
         return self._sources[path]
 
     def generate(self, items):
@@ -146,7 +162,8 @@ class Img2Img(Txt2Img):
             **super().metadata(),
             "strength": self.options.strength,
             "denoising_steps": int(self.context.config.steps * self.options.strength),
-            "source_resize": "center-crop-square+bicubic",
+            "source_resize": {"pad": "pad-square-black+bicubic", "crop": "center-crop-square+bicubic"}[
+                self.options.source_fit],
         }
 
 
@@ -155,12 +172,21 @@ def register_generators(register):
     register("img2img", Img2Img)
 
 
+# IsSynth as the DataDream paper reran it (Appendix C: "based on DISEF official code", the
+# prompt "a photo of a [CLS]"): DISEF's generation settings.
+DISEF_GENERATION = {"steps": 20, "guidance": 8.0}
+DISEF_GENERATOR = {"generator.strength": ISSYNTH_STRENGTH, "generator.scheduler": "DPMSolverMultistepScheduler",
+                   "generator.source_fit": "pad"}
+
+
 @hookimpl
 def register_methods(register):
+    from .fidelity import PROTOCOLS
+
     register("issynth", Method(
         adapter="none", prompt_builder="template", generator="img2img", filter="none",
-        train_on="real+synthetic",
-        options={"generator.strength": ISSYNTH_STRENGTH},
-        description="IsSynth (He et al., ICLR 2023): img2img from a real shot noised to strength 0.75, "
-                    "prompt 'a photo of a {classname}'",
+        train_on="real+synthetic", options=dict(DISEF_GENERATOR), settings=dict(DISEF_GENERATION),
+        protocol=PROTOCOLS["issynth"],
+        description="IsSynth (He et al., ICLR 2023) as DataDream reran it: img2img from a real shot "
+                    "(DPM-Solver, 20 steps, strength 0.75, guidance 8), prompt 'a photo of a {classname}'",
     ))

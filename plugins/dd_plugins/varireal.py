@@ -398,12 +398,12 @@ def dilate(mask, pixels: int):
     return np.asarray(image.filter(ImageFilter.MaxFilter(2 * pixels + 1))) > 127
 
 
-def square_mask(image, resolution: int):
-    """A mask image cropped and resized like its source (``square_source``), as a bool array
-    (white = object)."""
+def square_mask(image, resolution: int, fit: str = "crop"):
+    """A mask image made square and resized like its source (``square_source``), as a bool
+    array (white = object)."""
     import numpy as np
 
-    return np.asarray(square_source(image.convert("L"), resolution)) > 127
+    return np.asarray(square_source(image.convert("L"), resolution, fit)) > 127
 
 
 class SamSegmenter:
@@ -478,6 +478,9 @@ class VariRealGenerator(Img2Img):
     @dataclass
     class Options(Img2Img.Options):
         strength: float = 1.0  # 1: the edited region is repainted from pure noise
+        # The source and its mask are cropped to a square: a padded border would be "background"
+        # for the inpainting to fill.
+        source_fit: str = "crop"
         mask: str = "sam"  # sam (segment the centre object) or folder (supplied masks, mask_dir)
         segmenter: str = DEFAULT_SEGMENTER  # a transformers SAM hub id or folder, or tiny
         mask_dir: str = ""  # for mask=folder: <mask_dir>/<shot path relative to the data root>.png, white = object
@@ -552,7 +555,7 @@ class VariRealGenerator(Img2Img):
                 raise DataError(f"generator.mask=folder: no mask for shot {path}; expected {file} (white = object)")
             from ddcore.data.images import load_rgb
 
-            mask = square_mask(load_rgb(file), self.context.config.resolution)
+            mask = square_mask(load_rgb(file), self.context.config.resolution, self.options.source_fit)
         else:
             mask = self.segmenter.object_mask(self._source_image(path))
         self._masks[path] = mask
@@ -633,8 +636,10 @@ def register_generators(register):
 def register_methods(register):
     common = dict(adapter="none", prompt_builder="attributes", generator="varireal", filter="none",
                   train_on="real+synthetic")
+    from .fidelity import PROTOCOLS
+
     register("varireal", Method(
-        **common,
+        **common, protocol=PROTOCOLS["varireal"],
         description="VariReal (seed paper 002): inpaint the background of a real shot (SAM object mask) with a "
                     "feasible background; --set prompt_builder.attribute=color|texture, feasibility=infeasible|mixed",
     ))
