@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddcore.errors import ConfigError
 from ddcore.records import Sample
 from ddcore.training.data import (AUGMENTATIONS, DecodedCache, EvalImages, TrainImages, cache_side,
                                   eval_transform, shared_memory_free, train_transform)
@@ -64,8 +65,6 @@ class TrainingOptions:
     checkpoint_every: int = 500  # steps (and at each epoch's end)
 
     def __post_init__(self) -> None:
-        from ddcore.errors import ConfigError
-
         if self.augmentations not in AUGMENTATIONS:
             raise ConfigError(f"classifier.augmentations must be one of {', '.join(AUGMENTATIONS)}, "
                               f"not {self.augmentations!r}")
