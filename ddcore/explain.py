@@ -50,7 +50,6 @@ def lookup(resolved: dict[str, Any], key: str) -> Any:
 class ProtocolRow:
     """One protocol row as this run resolved it."""
 
-    source: str  # "method" or the stage kind the row came from
     setting: Setting
     value: Any  # what the run resolved (MISSING: the run has no such value)
     expected: Any  # what the protocol says the preset resolves to
@@ -65,12 +64,11 @@ def protocol_rows(method, stages: dict[str, Any], resolved: dict[str, Any]) -> l
     """The method's protocol rows, then those of each chosen stage, resolved for this run."""
     settings = resolved["settings"]
     case = Case(settings["dataset"], settings["shots"], settings["classes"])
-    sources = [("method", method.protocol)] + [(kind, type(stage).protocol) for kind, stage in stages.items()]
+    protocols = [method.protocol] + [type(stage).protocol for stage in stages.values()]
     rows, seen = [], set()
-    for source, protocol in sources:
-        for setting in protocol:
-            if setting.key in seen:
-                continue  # the method's row wins over a stage's for the same key
-            seen.add(setting.key)
-            rows.append(ProtocolRow(source, setting, lookup(resolved, setting.key), setting.expected(case)))
+    for setting in (setting for protocol in protocols for setting in protocol):
+        if setting.key in seen:
+            continue  # the method's row wins over a stage's for the same key
+        seen.add(setting.key)
+        rows.append(ProtocolRow(setting, lookup(resolved, setting.key), setting.expected(case)))
     return rows

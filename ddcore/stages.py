@@ -29,9 +29,8 @@ class Setting:
     (``adapter.lr``) or a derived value a stage reports in ``describe`` (``adapter.group_steps``).
     ``ours`` is the value we resolve to: a constant, or a function of the case (an object with
     ``dataset``, ``shots`` and ``classes``) for values that depend on them (``ours_text`` then
-    says it in words). A test resolves every
-    method for several data sets and shot counts and checks each row, so the table cannot drift
-    from the code."""
+    says it in words). A test resolves every method for several data sets and shot counts and
+    checks each row, so the table cannot drift from the code."""
 
     key: str
     paper: str  # the paper's value, with its section

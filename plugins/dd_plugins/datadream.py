@@ -110,7 +110,10 @@ class DataDreamAdapter(Adapter):
         ``cls_steps``."""
         opts = self.options
         shots = context.shots
-        epoch_steps = lambda n: opts.epochs * math.ceil(n / opts.batch_size)  # noqa: E731
+
+        def epoch_steps(images: int) -> int:
+            return opts.epochs * math.ceil(images / opts.batch_size)
+
         if not self.per_class:
             return [self._group(DATASET_GROUP, list(range(len(shots))), opts.max_steps or epoch_steps(len(shots)))]
         by_class: dict[int, list[int]] = {}

@@ -21,15 +21,9 @@ import math
 
 from ddcore.stages import Setting
 
-DD = "ExplainableML/DataDream"
-
-
-def _dset_steps(epochs_imagenet: int = 100, epochs: int = 200):
-    def steps(case) -> int:
-        passes = epochs_imagenet if case.dataset == "imagenet" else epochs
-        return passes * math.ceil(case.shots * case.classes / 8)
-
-    return steps
+def _dset_steps(case) -> int:
+    passes = 100 if case.dataset == "imagenet" else 200
+    return passes * math.ceil(case.shots * case.classes / 8)
 
 
 def _cls_steps(case) -> int:
@@ -150,7 +144,7 @@ DATADREAM_DSET = (
             "no ImageNet script)", lambda case: 100 if case.dataset == "imagenet" else 200,
             ours_text="100 on ImageNet, else 200"),
     Setting("adapter.total_steps", "epochs x batches (Sec. 4.1)", "epochs x ceil(images / 8) (DataDream/datadream.py)",
-            _dset_steps(), ours_text="epochs x ceil(K x N / 8)"),
+            _dset_steps, ours_text="epochs x ceil(K x N / 8)"),
     *_DATADREAM_COMMON,
 )
 

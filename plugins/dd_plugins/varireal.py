@@ -398,7 +398,7 @@ def dilate(mask, pixels: int):
     return np.asarray(image.filter(ImageFilter.MaxFilter(2 * pixels + 1))) > 127
 
 
-def square_mask(image, resolution: int, fit: str = "crop"):
+def square_mask(image, resolution: int, fit: str):
     """A mask image made square and resized like its source (``square_source``), as a bool
     array (white = object)."""
     import numpy as np
