@@ -113,7 +113,7 @@ def sd21_shapes_pipeline():
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ddcore.models.tiny import tiny_clip_tokenizer
+    from ddcore.api import tiny_clip_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -151,7 +151,7 @@ def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
     log(f"saving the {model} base model to {folder} (once)...")
     start = time.perf_counter()
     if model == "tiny":
-        from ddcore.models import save_tiny_sd
+        from ddcore.api import save_tiny_sd
 
         save_tiny_sd(folder)
     else:
@@ -205,7 +205,7 @@ def run_config(data: Path, out: Path, *, method: str, base: Path, device: str, s
                generator: dict | None = None, store: Path | None = None):
     """A RunConfig as ``dd`` would build it from CLI flags (``ddcore.config.resolve``): ``adapter``
     and ``generator`` are ``--set adapter.X=...`` / ``--set generator.X=...``, ``store`` ``--store``."""
-    from ddcore.config import resolve
+    from ddcore.api import resolve_config as resolve
 
     options = {kind: dict(values) for kind, values in (("adapter", adapter), ("generator", generator)) if values}
     return resolve({}, {

@@ -63,7 +63,7 @@ class Ours:
         from dd_plugins.datadream import DATASET_GROUP, Group
         from dd_plugins.datadream_training import LoraTrainer
 
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         config = C.run_config(data, work / "ours-run", method="datadream-dset", base=base, device=args.device,
                               shots=args.shots, images_per_class=1, steps=1, resolution=args.resolution,

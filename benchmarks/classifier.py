@@ -149,7 +149,7 @@ class Phase:
 
 
 def ours_config(args, out: Path, cache: bool):
-    from ddcore.config import resolve
+    from ddcore.api import resolve_config as resolve
 
     classifier = {"epochs": args.epochs, "batch_size": args.batch, "num_workers": args.workers, "augment": True,
                   "lr": LR, "weight_decay": WEIGHT_DECAY, "warmup_steps": WARMUP}
@@ -170,15 +170,15 @@ class Ours:
         import torchvision  # noqa: F401
         from dd_plugins import clip_classifier  # noqa: F401
 
-        from ddcore.pipeline import Run  # noqa: F401
+        from ddcore.api import Run  # noqa: F401
 
         self.args, self.work, self.cache = args, work, cache
         self.count = 0
 
     def run(self, phase: Phase) -> dict:
         """run.train() then run.evaluate(), each timed, on a fresh output folder."""
-        from ddcore.pipeline import Run
-        from ddcore.training.info import INFO
+        from ddcore.api import Run
+        from ddcore.api import CLASSIFIER_INFO as INFO
 
         args = self.args
         self.count += 1
@@ -223,7 +223,7 @@ class Plain:
         import peft  # noqa: F401
         import torchvision  # noqa: F401
 
-        from ddcore.models import load_clip  # noqa: F401
+        from ddcore.api import load_clip  # noqa: F401
 
         self.args, self.work, self.prompts = args, work, prompts
         self.count = 0
@@ -232,7 +232,8 @@ class Plain:
         """The model with LoRA on q/v of every attention block of both towers, and the prompts' tokens."""
         from peft import LoraConfig, inject_adapter_in_model
 
-        from ddcore.models import load_clip, use_plain_attention
+        from ddcore.api import load_clip
+        from dd_plugins.clip_attention import use_plain_attention
 
         args = self.args
         loaded = load_clip(args.spec, device=args.device)
@@ -280,7 +281,7 @@ class Plain:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
         total = len(loader) * args.epochs
-        from ddcore.training import warmup_cosine  # the schedule formula only: the same as ours by definition
+        from ddcore.api import warmup_cosine  # the schedule formula only: the same as ours by definition
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(WARMUP, total))
         model.train()
@@ -481,7 +482,7 @@ def main() -> None:
     # The prompts ours builds (the data set's template over its class names), for the plain side.
     from dd_plugins.clip_classifier import class_templates
 
-    from ddcore.pipeline import Run
+    from ddcore.api import Run
 
     run = Run(ours_config(args, work / "probe", cache=True))
     templates = class_templates(run.stages["classifier"].options, run.dataset)

@@ -52,7 +52,7 @@ def arguments():
 
 class Ours:
     def __init__(self, args, base: Path, data: Path, work: Path) -> None:
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         self.args, self.base, self.data, self.out = args, base, data, work / "ours-run"
         run = Run(self.config())
@@ -71,8 +71,8 @@ class Ours:
 
     def plan(self):
         """Per class: its LoRA folder and (prompt, seed, file name) of each image our run makes."""
-        from ddcore.generation import plan_item
-        from ddcore.pipeline import Run
+        from ddcore.api import plan_item
+        from ddcore.api import Run
 
         run = Run(self.config())
         run.prepare()
@@ -83,7 +83,7 @@ class Ours:
                 for c in range(run.dataset.num_classes)]
 
     def generate(self) -> float:
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         shutil.rmtree(self.out / "synthetic", ignore_errors=True)
         run = Run(self.config())

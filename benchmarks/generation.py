@@ -55,8 +55,8 @@ class Ours:
 
     def plan(self):
         """The prompts and seeds our run uses, for the plain side to make the same images."""
-        from ddcore.generation import plan_item
-        from ddcore.pipeline import Run
+        from ddcore.api import plan_item
+        from ddcore.api import Run
 
         run = Run(self.config(self.work / "plan"))
         run.prepare()
@@ -68,7 +68,7 @@ class Ours:
 
     def generate(self) -> dict:
         """One timed run.generate() on a fresh output folder (Run built and prepared untimed)."""
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         self.count += 1
         out = self.work / f"ours-{self.count}"

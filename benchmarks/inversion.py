@@ -105,7 +105,7 @@ class OursLearn:
     def __init__(self, args, base: Path, data: Path, work: Path) -> None:
         from dd_plugins.diffusion_inversion_training import EmbeddingTrainer
 
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         run = Run(config(args, data, work / "ours-run", base))
         run.prepare()
@@ -255,7 +255,7 @@ class OursSample:
     """``run.generate()`` of a diffusion-inversion Run whose adapter is trained (untimed, once)."""
 
     def __init__(self, args, base: Path, data: Path, work: Path) -> None:
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         self.args, self.base, self.data, self.work = args, base, data, work
         self.store = work / "store"  # the adapter lives here; each timed run gets a fresh output folder
@@ -270,9 +270,9 @@ class OursSample:
         """Per class, the images' seeds, rows and file names, as our generator draws them."""
         from dd_plugins.diffusion_inversion import INFO
 
-        from ddcore.data.fewshot import relative_path
-        from ddcore.generation import plan_item
-        from ddcore.store import stable_seed
+        from ddcore.api import relative_path
+        from ddcore.api import plan_item
+        from ddcore.api import derive_seed
 
         run = self.run
         rows = {r["path"]: int(r["index"]) for r in json.loads((self.adapter_dir / INFO).read_text())["embeddings"]}
@@ -283,13 +283,13 @@ class OursSample:
         for label in range(run.dataset.num_classes):
             items = [plan_item(run.dataset, prompts, run.config.seed, label, i)
                      for i in range(self.args.images_per_class)]
-            plan.append([Planned(item.seed, stable_seed("diffusion-inversion", item.seed), by_class[label],
+            plan.append([Planned(item.seed, derive_seed("diffusion-inversion", item.seed), by_class[label],
                                  item.index % len(by_class[label]), item.file_name) for item in items])
         return plan
 
     def generate(self, keep: bool = False) -> dict:
         """One timed run.generate() on a fresh output folder (Run built and prepared untimed)."""
-        from ddcore.pipeline import Run
+        from ddcore.api import Run
 
         self.count += 1
         out = self.work / f"ours-gen-{self.count}"

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from ddcore.config import DEMO_PROFILE, load_toml, parse_set, resolve
+from ddcore.config import load_toml, parse_set, resolve
 from ddcore.search import parse_grid
 from ddcore.errors import DDError
 from ddcore.plugins import Plugins
@@ -108,8 +108,7 @@ def run(
         _explain(run_config)
         return
     _require_compatible()
-    demo = run_config.base_model == DEMO_PROFILE["base_model"] and run_config.dataset == "digits"
-    _run_stages(run_config, quiet, demo, stop_after)
+    _run_stages(run_config, quiet, run_config.demo and run_config.base_model == "tiny", stop_after)
 
 
 def _config_from(params: dict[str, Any]):

@@ -7,7 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ddcore.plugins import KIND_FLAGS, Plugins
+from ddcore.kinds import KINDS
+from ddcore.plugins import Plugins
 
 
 def plugin_rows(plugins: Plugins) -> list[dict[str, Any]]:
@@ -31,7 +32,7 @@ def plugins_table(plugins: Plugins) -> Table:
     table.add_column("description", ratio=1)
     for row in plugin_rows(plugins):
         style = {"broken": "red", "disabled": "dim"}.get(row["status"], "")
-        kind = KIND_FLAGS.get(row["kind"], row["kind"]).lstrip("-")
+        kind = KINDS[row["kind"]].label if row["kind"] in KINDS else row["kind"]
         description = f"[{row['status']}] {row['description']}" if row["status"] != "ok" else row["description"]
         table.add_row(kind, row["name"], row["plugin"], row["version"], description, style=style)
     return table

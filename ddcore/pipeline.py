@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,10 +18,11 @@ from ddcore.distributed import process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
 from ddcore.evaluation import evaluate_scores, write_evaluation
 from ddcore.generation import COUNTS, GenerationJob, Shard, load_synthetic_folder, load_synthetic_set, short_classes
+from ddcore.options import demo_values, option_names
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
-from ddcore.stages import Adapter, Method, Stage, TrainingData
+from ddcore.stages import Method, RunContext, Stage, TrainingData  # RunContext: also imported from here
 from ddcore.search import PAPER_GRID, check_grid, search_settings, validation_split
 from ddcore.store import RunLock, StageDir, atomic_write_json, copy_stage_files, digest, read_json
 
@@ -32,41 +32,25 @@ SEARCH_FILE = "search.json"  # in the classifier folder: the trials and the choi
 FEWSHOT_FILE = "fewshot.json"
 
 
-@dataclass
-class RunContext:
-    """What every stage may read about the run."""
-
-    config: RunConfig
-    dataset: Dataset
-    shots: list[Sample]
-    method: Method
-    device: str
-    out: Path
-    reporter: Reporter = SILENT
-    adapter: Adapter | None = None  # the adapter stage, for generators to load its weights
-    prompts: dict[int, list[Prompt]] = field(default_factory=dict)  # the prompt builder's, per class
-    rank: int = 0
-    world_size: int = 1
-    extras: dict[str, Any] = field(default_factory=dict)  # for plugins to share state
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shots_by_class(self) -> dict[int, list[Sample]]:
-        grouped: dict[int, list[Sample]] = {c: [] for c in range(self.dataset.num_classes)}
-        for shot in self.shots:
-            grouped[shot.label].append(shot)
-        return grouped
-
-
 def load_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
     """The data set a config names: ``--dataset``, else a CoOp split file, an image folder, or
     the built-in digits."""
     name = config.dataset or ("coop-split" if config.split else "imagefolder" if config.data else "digits")
     data = Path(config.data).expanduser() if config.data else None
     split = Path(config.split).expanduser() if config.split else None
-    return plugins.create("dataset", name).load(data, split)
+    return plugins.create("dataset", name, stage_options(config, plugins.get("dataset", name).factory, "dataset"))\
+        .load(data, split)
+
+
+def stage_options(config: RunConfig, stage_cls: type[Stage], kind: str,
+                  preset: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A stage's options, lowest first: the method preset's (for this data set), the demo
+    values its Options declare (offline demo only), the soft options it accepts (``dd
+    compare``'s), the user's."""
+    fields = option_names(stage_cls.Options)
+    demo = demo_values(stage_cls.Options) if config.demo else {}
+    soft = {k: v for k, v in config.soft_stage_options(kind).items() if k in fields}
+    return {**(preset or {}), **demo, **soft, **config.stage_options(kind)}
 
 
 def resolve_device(device: str) -> str:
@@ -89,7 +73,7 @@ class Run:
         self.plugins = plugins or Plugins()
         self.reporter = reporter
         self.method = self.plugins.method(config.method)
-        self.config = config = with_method_settings(config, self.method)
+        self.config = config = with_method_settings(config, self.method.settings)
         self._external: tuple[list[Sample], str] | None = None  # the --synthetic folder, once read
         # Before the stages: a method's options may depend on the data set (ImageNet's epochs).
         self.dataset = dataset if dataset is not None else load_dataset(config, self.plugins)
@@ -148,13 +132,8 @@ class Run:
         return self.config.train_on or self.method.train_on
 
     def _options(self, kind: str) -> dict[str, Any]:
-        """Method presets (for this data set), then profile defaults the stage accepts, then the
-        user's options."""
-        name = self.choices[kind]
-        fields = {f.name for f in dataclasses.fields(self.plugins.get(kind, name).factory.Options)} if name else set()
-        preset = self.method.preset_options(kind, self.dataset.name)
-        soft = {k: v for k, v in self.config.soft_stage_options(kind).items() if k in fields}
-        return {**preset, **soft, **self.config.stage_options(kind)}
+        factory = self.plugins.get(kind, self.choices[kind]).factory
+        return stage_options(self.config, factory, kind, self.method.preset_options(kind, self.dataset.name))
 
     def _stage_spec(self, kind: str) -> dict[str, Any] | None:
         stage = self.stages.get(kind)

@@ -15,12 +15,9 @@ Environment variables:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import re
-import tomllib
-import typing
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -28,36 +25,15 @@ from typing import Any, Callable
 import pluggy
 
 from ddcore import hookspecs
-from ddcore.errors import ConfigError, PluginError
-from ddcore.stages import ALL_KINDS, BASES, Method, Stage
+from ddcore.errors import PluginError
+from ddcore.kinds import ALL_KINDS, KINDS
+from ddcore.options import build_options, parse_value  # noqa: F401  (parse_value: an older import path)
+from ddcore.stages import BASES, Method, Stage
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 DISABLE_ENV = "DD_DISABLE_PLUGINS"
 BUILTINS_ONLY_ENV = "DD_BUILTIN_PLUGINS_ONLY"
 OWN_DISTRIBUTION = "datadream"
-
-# The registration hook for each kind of registry.
-REGISTER_HOOKS = {
-    "adapter": "register_adapters",
-    "prompt_builder": "register_prompt_builders",
-    "generator": "register_generators",
-    "filter": "register_filters",
-    "classifier": "register_classifiers",
-    "dataset": "register_datasets",
-    "method": "register_methods",
-}
-
-# How a kind is spelled to users: in errors, tables and `--set` keys.
-KIND_FLAGS = {
-    "adapter": "--adapter",
-    "prompt_builder": "--prompt-builder",
-    "generator": "--generator",
-    "filter": "--filter",
-    "classifier": "--classifier",
-    "dataset": "--dataset",
-    "method": "--method",
-}
-
 
 @dataclass
 class PluginInfo:
@@ -179,7 +155,8 @@ class Plugins:
 
     def _collect(self) -> dict[str, dict[str, Entry]]:
         registries: dict[str, dict[str, Entry]] = {kind: {} for kind in ALL_KINDS}
-        for kind, hook_name in REGISTER_HOOKS.items():
+        for kind in ALL_KINDS:
+            hook_name = KINDS[kind].hook
             # Each implementation is called on its own, so every name knows its plugin.
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 info = self.infos[impl.plugin_name]
@@ -221,8 +198,7 @@ class Plugins:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         broken = [i.name for i in self.broken]
         broken_note = f" (plugins that failed to load: {', '.join(broken)}; see `dd plugins`)" if broken else ""
-        flag = KIND_FLAGS[kind].lstrip("-")
-        raise PluginError(f"unknown {flag} '{name}'; available: {available}{hint}{broken_note}")
+        raise PluginError(f"unknown {KINDS[kind].label} '{name}'; available: {available}{hint}{broken_note}")
 
     def method(self, name: str) -> Method:
         return self.get("method", name).factory
@@ -251,53 +227,3 @@ def _first_doc_line(obj: Any) -> str:
         return obj.description
     doc = (getattr(obj, "__doc__", "") or "").strip()
     return doc.splitlines()[0] if doc else ""
-
-
-# -- options ----------------------------------------------------------------------------------
-
-
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: a TOML literal (``3``, ``0.5``, ``true``, ``[1, 2]``), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def build_options(options_cls: type, raw: dict[str, Any], owner: str, kind: str) -> Any:
-    """Validate and convert ``raw`` into ``options_cls``; unknown keys are errors."""
-    fields = {f.name: f for f in dataclasses.fields(options_cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        valid = ", ".join(f"{kind}.{n}" for n in fields) or "none"
-        raise ConfigError(f"unknown option {kind}.{unknown[0]} for {owner}; its options: {valid}")
-    hints = typing.get_type_hints(options_cls)
-    values = {key: _coerce(value, hints.get(key, Any), f"{kind}.{key}") for key, value in raw.items()}
-    return options_cls(**values)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    if isinstance(value, str) and annotation is not str:
-        value = parse_value(value)
-    allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, _UnionType) else (annotation,)
-    if value is None and type(None) in allowed:
-        return None
-    for target in allowed:
-        if target is Any:
-            return value
-        if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if target is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if target is bool and isinstance(value, bool):
-            return value
-        if target is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        origin = typing.get_origin(target) or target
-        if isinstance(origin, type) and origin not in (int, float, bool, str) and isinstance(value, origin):
-            return value
-    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
-    raise ConfigError(f"{key} must be {names}, not {value!r}")
-
-
-_UnionType = type(int | None)

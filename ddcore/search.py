@@ -19,7 +19,8 @@ import numpy as np
 
 from ddcore.errors import ConfigError
 from ddcore.evaluation import evaluate_scores
-from ddcore.plugins import parse_value
+from ddcore.options import parse_value
+from ddcore.seeds import validation_seed
 from ddcore.records import Dataset, Sample
 from ddcore.stages import Classifier, TrainingData
 from ddcore.store import StageDir, atomic_write_json, digest
@@ -68,7 +69,7 @@ def validation_split(dataset: Dataset, shots: list[Sample], data: TrainingData, 
     if not data.real and shots:
         return Validation(list(shots), data, f"the {len(shots)} real shots (not trained on)", True)
     shot_paths = {s.path for s in shots}
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng(validation_seed(seed))
     pool: dict[int, list[Sample]] = {}
     for sample in dataset.train:
         if sample.path not in shot_paths:

@@ -3,8 +3,10 @@
 Each stage is a class with a nested ``Options`` dataclass: its fields are the settings a user
 can change with ``--set <kind>.<field>=VALUE`` (or a ``[adapter]``/``[generator]``/... table
 in the TOML config). The core builds a stage as ``StageClass(options)`` and then calls the
-methods below. Everything a stage needs about the run arrives in a ``RunContext``
-(``ddcore.pipeline``): the data set, the few shots, the global settings, the device.
+methods below. Everything a stage needs about the run arrives in a ``RunContext`` (below):
+the data set, the few shots, the global settings, the device.
+
+Plugin authors import all of this from ``ddcore.api``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ddcore.config import RunConfig
+from ddcore.kinds import ALL_KINDS, METHOD_SETTINGS, STAGE_KINDS, TRAIN_ON
+from ddcore.progress import SILENT, Reporter
+from ddcore.records import Dataset, Prompt, Sample
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from ddcore.pipeline import RunContext
-    from ddcore.records import Dataset, GenItem, Prompt, Sample
+    from ddcore.records import GenItem
+
+__all__ = ["ALL_KINDS", "BASES", "METHOD_SETTINGS", "STAGE_KINDS", "TRAIN_ON", "Adapter", "Classifier",
+           "DatasetSource", "Filter", "Generator", "Method", "PromptBuilder", "RunContext", "Setting", "Stage",
+           "TrainingData"]
 
 
 @dataclass(frozen=True)
@@ -198,14 +208,6 @@ class TrainingData:
     real_weight: float = 0.8
 
 
-TRAIN_ON = ("real+synthetic", "synthetic", "real", "none")
-
-
-# Run settings a method preset may choose (the generation protocol of its paper); explicit
-# flags, TOML values and the demo profile still override them.
-METHOD_SETTINGS = ("steps", "guidance")
-
-
 @dataclass(frozen=True)
 class Method:
     """A named preset of stage choices. ``generator=None`` means no synthetic data;
@@ -239,13 +241,34 @@ class Method:
         return {k.split(".", 1)[1]: v for k, v in merged.items() if k.startswith(kind + ".")}
 
 
-STAGE_KINDS = ("adapter", "prompt_builder", "generator", "filter", "classifier")
-ALL_KINDS = STAGE_KINDS + ("dataset", "method")
-BASES: dict[str, type] = {
-    "adapter": Adapter,
-    "prompt_builder": PromptBuilder,
-    "generator": Generator,
-    "filter": Filter,
-    "classifier": Classifier,
-    "dataset": DatasetSource,
-}
+# Each stage kind's base class, by the kind it declares (``ddcore.kinds`` has the rest of the table).
+BASES: dict[str, type[Stage]] = {cls.kind: cls for cls in (Adapter, PromptBuilder, Generator, Filter,
+                                                            Classifier, DatasetSource)}
+
+
+@dataclass
+class RunContext:
+    """What every stage may read about the run."""
+
+    config: RunConfig
+    dataset: Dataset
+    shots: list[Sample]
+    method: Method
+    device: str
+    out: Path
+    reporter: Reporter = SILENT
+    adapter: Adapter | None = None  # the adapter stage, for generators to load its weights
+    prompts: dict[int, list[Prompt]] = field(default_factory=dict)  # the prompt builder's, per class
+    rank: int = 0
+    world_size: int = 1
+    extras: dict[str, Any] = field(default_factory=dict)  # for plugins to share state
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shots_by_class(self) -> dict[int, list[Sample]]:
+        grouped: dict[int, list[Sample]] = {c: [] for c in range(self.dataset.num_classes)}
+        for shot in self.shots:
+            grouped[shot.label].append(shot)
+        return grouped

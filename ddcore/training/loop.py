@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ddcore.errors import ConfigError
+from ddcore.options import option
 from ddcore.records import Sample
 from ddcore.training.data import (AUGMENTATIONS, DecodedCache, EvalImages, TrainImages, cache_side,
                                   eval_transform, shared_memory_free, train_transform)
@@ -44,25 +45,25 @@ class TrainingOptions:
 
     # Defaults: the official DataDream classifier (classify/bash_run.sh, main.py); the paper
     # gives only the batch size, AdamW with cosine annealing and the search grid (docs/fidelity.md).
-    epochs: int = 10
-    batch_size: int = 64  # per step: this many synthetic images, and as many real ones
-    micro_batch: int = 0  # >0: gradient accumulation in chunks of this many images
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 3.0  # linear warm-up over this many epochs' steps
-    warmup_steps: int = 0  # >0: the warm-up in steps instead
-    max_grad_norm: float = 0.0  # >0: clip the gradient norm (the official code does not)
-    mix: bool = False  # Mixup/CutMix (one of the two per mixed batch)
-    mix_prob: float = 0.2  # the share of batches mixed when mix is on (official: 20 %)
-    mixup_alpha: float = 1.0
-    cutmix_alpha: float = 1.0
-    label_smoothing: float = 0.0
-    augment: bool = True
-    augmentations: str = "datadream"  # datadream (the official code's) or simple (the paper's list)
-    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
-    num_workers: int = -1  # -1: none on the CPU, up to 8 on a GPU
-    cache_gb: float = 4.0  # decoded-image cache; 0 turns it off
-    checkpoint_every: int = 500  # steps (and at each epoch's end)
+    epochs: int = option(10, "passes over the training images (the synthetic ones, when there are)", demo=30)
+    batch_size: int = option(64, "per step: this many synthetic images, and as many real ones", demo=32)
+    micro_batch: int = option(0, ">0: gradient accumulation in chunks of this many images")
+    lr: float = option(1e-4, "AdamW learning rate (cosine after a linear warm-up)", demo=3e-3)
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    warmup_epochs: float = option(3.0, "linear warm-up over this many epochs' steps")
+    warmup_steps: int = option(0, ">0: the warm-up in steps instead of warmup_epochs", demo=5)
+    max_grad_norm: float = option(0.0, ">0: clip the gradient norm (the official code does not)")
+    mix: bool = option(False, "Mixup/CutMix (one of the two per mixed batch)")
+    mix_prob: float = option(0.2, "the share of batches mixed when mix is on (official: 20 %)")
+    mixup_alpha: float = option(1.0, "Mixup's Beta(alpha, alpha)")
+    cutmix_alpha: float = option(1.0, "CutMix's Beta(alpha, alpha)")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy")
+    augment: bool = option(True, "augment the training images (flips, crops; see augmentations)", demo=False)
+    augmentations: str = option("datadream", "datadream (the official code's) or simple (the paper's list)")
+    amp: bool = option(True, "bf16 autocast on CUDA; ignored on the CPU")
+    num_workers: int = option(-1, "data-loading workers; -1: none on the CPU, up to 8 on a GPU")
+    cache_gb: float = option(4.0, "decoded-image cache in GB; 0 turns it off")
+    checkpoint_every: int = option(500, "steps between checkpoints (and at each epoch's end)")
 
     def __post_init__(self) -> None:
         if self.augmentations not in AUGMENTATIONS:

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import torch
 
+from ddcore.seeds import classifier_epoch_seed, classifier_step_seeds
+
 Batch = list[tuple[int, int]]  # (index into the training items, seed for that image's augmentation)
 
 
@@ -51,12 +53,12 @@ class TrainingPlan:
 
     def _seed_block(self, step: int) -> int:
         """Each step owns 4096 seeds: primary images, secondary images from 2048, its own last."""
-        return (self.seed * 1_000_003 + step) * 4096
+        return classifier_step_seeds(self.seed, step)
 
 
     def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         if self._order is None or self._order[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
+            rng = np.random.default_rng(classifier_epoch_seed(self.seed, epoch))
             primary = rng.permutation(self.primary)
             secondary = self.secondary
             if len(secondary):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Adapter, Filter
+from ddcore.api import Adapter, Filter, hookimpl
 
 
 class NoAdapter(Adapter):

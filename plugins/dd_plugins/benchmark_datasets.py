@@ -36,12 +36,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddcore.data import is_image_file, load_split_file
-from ddcore.data.splits import unique_dirnames
-from ddcore.errors import DataError
-from ddcore.hookspecs import hookimpl
-from ddcore.records import Dataset, Sample
-from ddcore.stages import DatasetSource
+from ddcore.api import (DataError, Dataset, DatasetSource, Sample, hookimpl, is_image_file, load_split_file,
+                        unique_dirnames)
 
 GUIDE = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 

@@ -36,11 +36,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddcore.errors import ConfigError, StageError
-from ddcore.hookspecs import hookimpl
-from ddcore.records import Prompt
-from ddcore.stages import Method, PromptBuilder
-from ddcore.store import file_sha256
+from ddcore.api import ConfigError, Method, Prompt, PromptBuilder, StageError, file_sha256, hookimpl, option
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 DISEF_QUERY = "Provide a detailed caption for the image focusing on the object, knowing it's a {classname}."
@@ -84,12 +80,12 @@ def load_captioner(spec: str, *, device: str = "cpu", dtype=None) -> "Captioner"
     raises a one-line :class:`ModelNotFoundError` saying how to use a local folder."""
     import torch
 
-    from ddcore.models.loading import load_pretrained
+    from ddcore.api import load_pretrained
 
     dtype = dtype or torch.float32
 
     def tiny():
-        from ddcore.models.tiny import tiny_captioner
+        from ddcore.api import tiny_captioner
 
         model, processor = tiny_captioner()
         return model.to(dtype=dtype), processor
@@ -184,7 +180,7 @@ class CaptionCache:
         self.entries[str(image)] = {"sha256": sha, **conditioning, "caption": caption}
 
     def save(self, settings: dict) -> None:
-        from ddcore.store import atomic_write_json
+        from ddcore.api import atomic_write_json
 
         atomic_write_json(self.path, {"settings": settings, "captions": dict(sorted(self.entries.items()))})
 
@@ -198,7 +194,7 @@ class CaptionPrompts(PromptBuilder):
 
     @dataclass
     class Options:
-        model: str = DEFAULT_CAPTIONER  # a hub id, a local transformers folder, or tiny
+        model: str = option(DEFAULT_CAPTIONER, 'a hub id, a local transformers folder, or tiny', demo='tiny')
         max_new_tokens: int = 40
         prefix: str = "a photo of a {classname},"  # the prompt's start; BLIP-style captioners continue it
         query: str = DISEF_QUERY  # the question for chat captioners (LLaVA-style), DISEF's
@@ -219,13 +215,13 @@ class CaptionPrompts(PromptBuilder):
 
     def settings(self) -> dict:
         """What a caption depends on besides its image and conditioning text (names the cache file)."""
-        from ddcore.models import model_identity
+        from ddcore.api import model_identity
 
         o = self.options
         return {"model": model_identity(o.model), "max_new_tokens": o.max_new_tokens, "dtype": o.dtype}
 
     def cache_path(self, context) -> Path:
-        from ddcore.store import digest
+        from ddcore.api import digest
 
         return Path(context.out) / CACHE_DIR / f"{digest(self.settings())}.json"
 
@@ -236,7 +232,7 @@ class CaptionPrompts(PromptBuilder):
             raise StageError(f"prompt builder 'captions' needs real shots to caption; none for class(es): "
                              f"{', '.join(empty[:5])}")
         if context.world_size > 1:
-            from ddcore.distributed import ProcessInfo, wait_for_everyone
+            from ddcore.api import ProcessInfo, wait_for_everyone
 
             if context.is_main:
                 self.captions(context)
@@ -256,7 +252,7 @@ class CaptionPrompts(PromptBuilder):
         """Caption every shot once (cached); returns {str(shot path): caption}."""
         from PIL import Image
 
-        from dd_plugins.txt2img import torch_dtype
+        from ddcore.api import torch_dtype
 
         cache = CaptionCache(self.cache_path(context))
         captioner: Captioner | None = None

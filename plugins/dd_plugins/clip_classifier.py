@@ -19,13 +19,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ddcore.errors import ConfigError, StageError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Classifier
-from ddcore.training import TrainableModel, TrainingOptions, predict_scores, read_info, remove_checkpoint, write_info
-from ddcore.training import eval_transform
-from ddcore.training import train as train_loop
+from ddcore.api import (Classifier, ConfigError, StageError, TrainableModel, TrainingOptions, eval_transform, hookimpl,
+                        predict_scores, read_info, remove_checkpoint, train_classifier as train_loop, write_info)
 
+from .clip_text import ENSEMBLE, TEMPLATE_ALIASES, TEMPLATE_SETS, check_templates, class_templates  # noqa: F401
 from .fidelity import CLASSIFIER, CLASSIFIERS
 
 WEIGHTS = "trained.safetensors"
@@ -34,38 +31,6 @@ TEXT_TARGETS = rf"(text\.)?{_ATTN}"  # CLIP's text tower is `transformer`, Custo
 VISUAL_TARGETS = rf"visual\.{_ATTN}"
 LORA_TARGETS = {"lora": rf"({TEXT_TARGETS})|({VISUAL_TARGETS})", "full": TEXT_TARGETS, "frozen": TEXT_TARGETS}
 VISUAL_MODES = tuple(LORA_TARGETS)
-ENSEMBLE = "ensemble"
-
-
-# How the class prompts of the head are written. "datadream": the official DataDream
-# classifier's one template, "a {domain}photo of a {classname}" (classify/models/clip.py);
-# "coop": CoOp's per-data-set template ("a centered satellite photo of {}."); "ensemble": every
-# template the data set has (open_clip's 80 ImageNet ones when it has one). "single" is the
-# name "coop" had before (kept for configs that use it).
-TEMPLATE_SETS = ("datadream", "coop", "ensemble")
-TEMPLATE_ALIASES = {"single": "coop"}
-
-
-def check_templates(options, kind: str) -> None:
-    if TEMPLATE_ALIASES.get(options.templates, options.templates) not in TEMPLATE_SETS:
-        raise ConfigError(f"{kind}.templates must be one of {', '.join(TEMPLATE_SETS)}, not {options.templates!r}")
-
-
-def class_templates(options, dataset) -> list[str]:
-    """The prompt templates (``{}`` = class name): the ``template`` option, else per ``templates``
-    (see ``TEMPLATE_SETS``)."""
-    if options.template:
-        return [options.template]
-    which = TEMPLATE_ALIASES.get(options.templates, options.templates)
-    if which == "datadream":
-        return [f"a {dataset.domain}photo of a {{}}"]
-    if which == ENSEMBLE:
-        if len(dataset.templates) > 1:
-            return list(dataset.templates)
-        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-        return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
-    return [dataset.templates[0] if dataset.templates else "a photo of a {}."]
 
 
 class ClipModel(TrainableModel):
@@ -76,7 +41,7 @@ class ClipModel(TrainableModel):
         import torch
         from peft import LoraConfig, inject_adapter_in_model
 
-        from ddcore.models import use_plain_attention
+        from .clip_attention import use_plain_attention
 
         self.loaded, self.module = loaded, loaded.model
         self.image_size, self.mean, self.std = loaded.image_size, loaded.mean, loaded.std
@@ -165,7 +130,7 @@ class ClipClassifier(Classifier):
         return context.config.classifier_model or self.options.model
 
     def _build(self, context, spec: str, templates: list[str], lora: bool) -> ClipModel:
-        from ddcore.models import load_clip
+        from ddcore.api import load_clip
 
         loaded = load_clip(spec, device=context.device)
         self.model = ClipModel(loaded, self.options, context.dataset.classnames, templates, context.device, lora,
@@ -229,7 +194,7 @@ class ClipClassifier(Classifier):
         Called after ``load``."""
         from safetensors.torch import save_file
 
-        from ddcore.models import save_open_clip_folder
+        from ddcore.api import save_open_clip_folder
 
         model = self.model
         if model.loaded.model_cfg is None:
@@ -249,7 +214,7 @@ def merge_lora(module) -> int:
     the split attention back into ``nn.MultiheadAttention``. Returns the layers merged."""
     from peft.tuners.lora import LoraLayer
 
-    from ddcore.models import restore_fused_attention
+    from .clip_attention import restore_fused_attention
 
     merged = 0
     for name, layer in list(module.named_modules()):

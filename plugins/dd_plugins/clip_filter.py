@@ -22,11 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddcore.errors import ConfigError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Filter
+from ddcore.api import ConfigError, Filter, hookimpl, option
 
-from .clip_classifier import check_templates, class_templates
+from .clip_text import check_templates, class_templates
 
 DEFAULT_FILTER_MODEL = "ViT-H-14:laion2b_s32b_b79k"
 
@@ -36,10 +34,10 @@ class ClipFilter(Filter):
 
     @dataclass
     class Options:
-        model: str = DEFAULT_FILTER_MODEL  # a load_clip spec: NAME:TAG, local-dir:DIR, hf-hub:ORG/REPO, tiny
+        model: str = option(DEFAULT_FILTER_MODEL, 'a load_clip spec: NAME:TAG, local-dir:DIR, hf-hub:ORG/REPO, tiny', demo='tiny')
         template: str = ""  # one template ({} = class name) for every class; empty: per templates
         templates: str = "coop"  # coop (one per data set, as DISEF's code) | datadream | ensemble
-        max_attempts_per_class: int = 1000  # twice the paper's 500 images per class
+        max_attempts_per_class: int = option(1000, "twice the paper's 500 images per class", demo=32)
         batch_size: int = 32
 
     def __init__(self, options=None) -> None:
@@ -52,8 +50,8 @@ class ClipFilter(Filter):
         import torch
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-        from ddcore.models import load_clip
-        from ddcore.training import eval_transform
+        from ddcore.api import load_clip
+        from ddcore.api import eval_transform
 
         self.device = context.device
         self.loaded = load_clip(self.options.model, device=self.device)

@@ -31,32 +31,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ddcore.errors import ConfigError, StageError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Adapter
-from ddcore.store import atomic_write_json
+from ddcore.api import Adapter, ConfigError, StageError, atomic_write_json, hookimpl, option
 
-WEIGHTS = "pytorch_lora_weights.safetensors"
-INFO = "datadream.json"
-CHECKPOINTS = "checkpoints"
-ADAPTER_NAME = "datadream"
-DATASET_GROUP = "dataset"
+from .datadream_layout import ADAPTER_NAME, CHECKPOINTS, DATASET_GROUP, INFO, WEIGHTS, Group  # noqa: F401
 
 
 CLS_STEPS = ("epochs", "equal-compute")
 INTERPOLATIONS = ("bilinear", "bicubic")
-
-
-@dataclass
-class Group:
-    """One adapter to train: its folder name, its shots (indices into the shot list), its
-    steps and warm-up steps."""
-
-    name: str
-    shots: list[int]
-    steps: int
-    label: int | None = None
-    warmup: int = 0
 
 
 class DataDreamAdapter(Adapter):
@@ -66,32 +47,34 @@ class DataDreamAdapter(Adapter):
 
     @dataclass
     class Options:
-        rank: int = 16
-        alpha: int = 0  # 0: alpha = rank, as in the paper
-        epochs: int = 200  # passes over the shots of each adapter (the presets: 100 for dset on ImageNet)
-        # >0: the total steps instead, in both modes (cls shares them out equally among its classes)
-        max_steps: int = 0
-        # cls: "epochs" (official code: every class trains `epochs` passes over its own shots,
-        # 200 steps at K < 8, 400 at K = 16) or "equal-compute" (the paper's text: each class
-        # gets S/N steps, S the dset total)
-        cls_steps: str = "epochs"
-        batch_size: int = 8
-        lr: float = 1e-4
-        adam_beta1: float = 0.9
-        adam_beta2: float = 0.999
-        weight_decay: float = 1e-2
-        adam_epsilon: float = 1e-8
-        warmup_steps: int = 100
-        max_warmup_fraction: float = 0.5  # an adapter's warm-up never exceeds this share of its steps
-        max_grad_norm: float = 1.0
-        train_text_encoder: bool = True
-        unet_targets: str = "to_q,to_k,to_v,to_out.0"
-        text_targets: str = "q_proj,k_proj,v_proj,out_proj"
-        interpolation: str = "bilinear"  # the shots' resize (official code: bilinear)
-        prior_loss_weight: float = 0.0  # >0: DreamBooth preservation loss (off in the paper)
-        prior_images: int = 8  # per class, made by the base model, for the preservation loss
-        mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU), fp16, bf16, no
-        checkpoint_every: int = 500
+        rank: int = option(16, "LoRA rank of every adapted layer (paper: 16)")
+        alpha: int = option(0, "LoRA alpha; 0 means alpha = rank, as in the paper")
+        epochs: int = option(200, "passes over the shots of each adapter (the presets: 100 for dset on ImageNet)")
+        max_steps: int = option(0, ">0: the total steps instead, in both modes (cls shares them out equally among "
+                                   "its classes)", demo=60)
+        cls_steps: str = option("epochs", "cls: 'epochs' (official code: each class trains `epochs` passes over its "
+                                          "own shots, 200 steps at K < 8, 400 at K = 16) or 'equal-compute' (the "
+                                          "paper's text: each class gets S/N steps, S the dset total)")
+        batch_size: int = option(8, "shots per step (paper: 8)")
+        lr: float = option(1e-4, "AdamW learning rate, after a linear warm-up and then cosine (paper: 1e-4)",
+                           demo=1e-3)
+        adam_beta1: float = option(0.9, "AdamW beta1")
+        adam_beta2: float = option(0.999, "AdamW beta2")
+        weight_decay: float = option(1e-2, "AdamW weight decay")
+        adam_epsilon: float = option(1e-8, "AdamW epsilon")
+        warmup_steps: int = option(100, "linear warm-up steps of each adapter (official code: 100)", demo=5)
+        max_warmup_fraction: float = option(0.5, "an adapter's warm-up never exceeds this share of its steps")
+        max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+        train_text_encoder: bool = option(True, "also put LoRA on the text encoder's attention (paper: yes)")
+        unet_targets: str = option("to_q,to_k,to_v,to_out.0", "U-Net modules that get LoRA, comma-separated")
+        text_targets: str = option("q_proj,k_proj,v_proj,out_proj", "text-encoder modules that get LoRA")
+        interpolation: str = option("bilinear", "how the shots are resized: bilinear (official code) or bicubic")
+        prior_loss_weight: float = option(0.0, ">0: DreamBooth's preservation loss with this weight (off in the "
+                                               "paper)")
+        prior_images: int = option(8, "class images per class the base model makes for the preservation loss")
+        mixed_precision: str = option("auto", "base-weight dtype: auto (bf16/fp16 on a GPU, fp32 on the CPU), fp16, "
+                                              "bf16 or no")
+        checkpoint_every: int = option(500, "steps between checkpoints a killed run resumes from", demo=50)
 
         def __post_init__(self) -> None:
             if self.cls_steps not in CLS_STEPS:
@@ -141,9 +124,9 @@ class DataDreamAdapter(Adapter):
     # -- training ---------------------------------------------------------------------------
 
     def fit(self, context, out_dir: Path) -> None:
-        from dd_plugins.datadream_training import LoraTrainer
+        from .datadream_training import LoraTrainer
 
-        from ddcore.distributed import ProcessInfo
+        from ddcore.api import ProcessInfo
 
         # The pipeline waits for every process after fit() returns; nothing to sync here.
         me = ProcessInfo(context.rank, context.world_size)
@@ -160,7 +143,7 @@ class DataDreamAdapter(Adapter):
                     self._write_info(context, out_dir / group.name, group)
 
     def _write_info(self, context, folder: Path, group: Group) -> None:
-        from ddcore.models import model_identity
+        from ddcore.api import model_identity
 
         prompts = context.prompts
         labels = [group.label] if group.label is not None else sorted(prompts)
@@ -226,7 +209,7 @@ PROMPTS = {"prompt_builder.domain": True}
 
 @hookimpl
 def register_methods(register):
-    from ddcore.stages import Method
+    from ddcore.api import Method
 
     from .fidelity import PROTOCOLS
 

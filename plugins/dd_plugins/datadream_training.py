@@ -11,34 +11,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddcore.distributed import ProcessInfo, sum_gradients
-from ddcore.errors import ConfigError
-from ddcore.store import atomic_write_bytes, stable_seed
+from ddcore.api import (ConfigError, ProcessInfo, atomic_write_bytes, denoising_target, derive_seed, lora_init_seed,
+                        prior_image_seed, sum_gradients, training_dtype)
 
-from dd_plugins.datadream import ADAPTER_NAME, CHECKPOINTS, WEIGHTS, Group
-
-
-def training_dtype(mixed_precision: str, device: str) -> torch.dtype:
-    """Base-weight dtype: half on a GPU (bf16 where supported), fp32 on the CPU."""
-    if mixed_precision not in ("auto", "fp16", "bf16", "no"):
-        raise ConfigError(f"adapter.mixed_precision must be auto, fp16, bf16 or no, not {mixed_precision!r}")
-    if mixed_precision == "no" or not device.startswith("cuda"):
-        return torch.float32
-    if mixed_precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if mixed_precision == "fp16" else torch.bfloat16
-
-
-def denoising_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor,
-                     timesteps: torch.Tensor) -> torch.Tensor:
-    """What the U-Net learns to predict, as the checkpoint's scheduler says: the noise
-    (``epsilon``) or the velocity (``v_prediction``)."""
-    kind = noise_scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return noise_scheduler.get_velocity(latents, noise, timesteps)
-    raise ConfigError(f"the base model predicts '{kind}'; only epsilon and v_prediction are handled")
+from .datadream_layout import ADAPTER_NAME, CHECKPOINTS, WEIGHTS, Group
 
 
 class ShotLatents:
@@ -55,7 +31,7 @@ class ShotLatents:
                  reporter, interpolation: str = "bilinear") -> None:
         from torchvision.transforms import functional as TF
 
-        from ddcore.data import load_rgb
+        from ddcore.api import load_rgb
 
         self.size = resolution // scale_factor
         self.scaling = vae.config.scaling_factor
@@ -90,7 +66,7 @@ class LoraTrainer:
         from diffusers import DDPMScheduler
         from peft import LoraConfig, inject_adapter_in_model
 
-        from ddcore.models import load_sd_pipeline
+        from ddcore.api import load_sd_pipeline
 
         self.options, self.context, self.out_dir = options, context, out_dir
         self.shard = shard  # processes sharing each batch (data parallelism); one by default
@@ -138,7 +114,7 @@ class LoraTrainer:
         """Fresh LoRA weights for this group, the same on every machine for a given seed."""
         from peft.tuners.lora import LoraLayer
 
-        seed = self.context.config.seed * 1_000_003 + (group.label if group.label is not None else -1)
+        seed = lora_init_seed(self.context.config.seed, group.label)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for module in self.lora_modules:
@@ -189,7 +165,7 @@ class LoraTrainer:
         per_epoch = math.ceil(len(group.shots) / size)
         epoch, position = divmod(step, per_epoch)
         order = list(group.shots)
-        random.Random(stable_seed(self.context.config.seed, group.name, "epoch", epoch)).shuffle(order)
+        random.Random(derive_seed(self.context.config.seed, group.name, "epoch", epoch)).shuffle(order)
         chosen = order[position * size:(position + 1) * size]
         return chosen + order[: size - len(chosen)]  # the last batch of an epoch is filled up
 
@@ -200,7 +176,7 @@ class LoraTrainer:
         same however many processes share it. With data parallelism each process takes every
         n-th sample and scales its sum so that the gradients summed over processes equal the
         gradient of the full batch's mean: the result matches a single process."""
-        generator = torch.Generator().manual_seed(stable_seed(self.context.config.seed, group.name, step))
+        generator = torch.Generator().manual_seed(derive_seed(self.context.config.seed, group.name, step))
         indices = self._batch_indices(group, step)
         latents = self.latents.batch(indices, generator)
         ids = self.prompt_ids[indices]
@@ -231,7 +207,7 @@ class LoraTrainer:
         context, n = self.context, self.options.prior_images
         labels = sorted({s.label for s in context.shots})
         prompts = [context.prompts[c][0].text for c in labels for _ in range(n)]
-        generators = [torch.Generator().manual_seed(context.config.seed * 7919 + i) for i in range(len(prompts))]
+        generators = [torch.Generator().manual_seed(prior_image_seed(context.config.seed, i)) for i in range(len(prompts))]
         self._enable_lora(False)
         latents = []
         with torch.no_grad(), context.reporter.task("prior images", len(prompts)) as advance:

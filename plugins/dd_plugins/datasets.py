@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from ddcore.data import ensure_digits, load_image_folder, load_split_file
-from ddcore.errors import DataError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import DatasetSource
+from ddcore.api import DataError, DatasetSource, ensure_digits, hookimpl, load_image_folder, load_split_file
 
 
 class ImageFolder(DatasetSource):

@@ -34,15 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ddcore.errors import ConfigError, StageError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Adapter, Generator, Method
-from ddcore.store import stable_seed
+from ddcore.api import Adapter, ConfigError, Generator, Method, StageError, derive_seed, hookimpl, option
 
-EMBEDDINGS = "embeddings.safetensors"
-INFO = "embeddings.json"
-GROUPS = "groups"
-CHECKPOINTS = "checkpoints"
+from .diffusion_inversion_layout import CHECKPOINTS, EMBEDDINGS, GROUPS, INFO  # noqa: F401
 NAME = "diffusion-inversion"
 CONDITIONING = "learned embeddings, text encoder bypassed (the prompt text is not used)"
 
@@ -61,19 +55,19 @@ class DiffusionInversionAdapter(Adapter):
     class Options:
         tokens: int = 5  # embedding length (tokens of width cross_attention_dim)
         group_size: int = 100  # images trained together as one unit, with their own optimizer
-        steps: int = 3000  # per group
+        steps: int = option(3000, 'per group', demo=60)
         batch_size: int = 50  # the reference README's (a group of 100 is 2 steps per pass)
-        lr: float = 3e-2  # constant after warmup
-        warmup_steps: int = 0
+        lr: float = option(3e-2, 'constant after warmup', demo=0.001)
+        warmup_steps: int = option(0, '', demo=5)
         weight_decay: float = 1e-2
         adam_beta1: float = 0.9
         adam_beta2: float = 0.999
         adam_epsilon: float = 1e-8
-        resolution: int = 256  # the TARGET resolution; the generator samples at it too
+        resolution: int = option(256, 'the TARGET resolution; the generator samples at it too', demo=32)
         init_scale: float = 0.1  # start uniform in +-init_scale (nn.Linear's init at 100 inputs)
         max_grad_norm: float = 0.0  # 0: no clipping, as the reference
         mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU), fp16, bf16, no
-        checkpoint_every: int = 500
+        checkpoint_every: int = option(500, '', demo=50)
 
         def __post_init__(self) -> None:
             for name in ("tokens", "group_size", "steps", "batch_size", "checkpoint_every"):
@@ -91,7 +85,7 @@ class DiffusionInversionAdapter(Adapter):
         return [list(range(start, min(start + size, count))) for start in range(0, count, size)]
 
     def fit(self, context, out_dir: Path) -> None:
-        from ddcore.distributed import ProcessInfo, wait_for_everyone
+        from ddcore.api import ProcessInfo, wait_for_everyone
 
         if (out_dir / EMBEDDINGS).is_file() and (out_dir / INFO).is_file():
             return
@@ -102,7 +96,7 @@ class DiffusionInversionAdapter(Adapter):
         mine = [k for k in range(len(groups)) if k % me.world_size == me.rank
                 and not (out_dir / GROUPS / f"{k}.safetensors").is_file()]
         if mine:
-            from dd_plugins.diffusion_inversion_training import EmbeddingTrainer
+            from .diffusion_inversion_training import EmbeddingTrainer
 
             trainer = EmbeddingTrainer(self.options, context, out_dir)
             for k in mine:
@@ -115,9 +109,9 @@ class DiffusionInversionAdapter(Adapter):
         import torch
         from safetensors.torch import load_file, save
 
-        from ddcore.data.fewshot import relative_path
-        from ddcore.models import model_identity
-        from ddcore.store import atomic_write_bytes, atomic_write_json
+        from ddcore.api import relative_path
+        from ddcore.api import model_identity
+        from ddcore.api import atomic_write_bytes, atomic_write_json
 
         parts = []
         for k in range(count):
@@ -165,7 +159,7 @@ class DiffusionInversionGenerator(Generator):
 
     @dataclass
     class Options:
-        steps: int = 100  # sampling steps (the global --steps does not apply)
+        steps: int = option(100, 'sampling steps (the global --steps does not apply)', demo=10)
         guidance: float = 2.0  # classifier-free guidance scale (the global --guidance does not apply)
         guidance_choices: str = ""  # e.g. "2,3,4": each image picks one from its seed
         noise: float = 0.1  # lambda: c + lambda * eps
@@ -209,10 +203,10 @@ class DiffusionInversionGenerator(Generator):
         import torch
         from safetensors.torch import load_file
 
-        from ddcore.data.fewshot import relative_path
-        from ddcore.models import load_sd_pipeline, model_identity
+        from ddcore.api import relative_path
+        from ddcore.api import load_sd_pipeline, model_identity
 
-        from .txt2img import swap_scheduler, torch_dtype
+        from ddcore.api import swap_scheduler, torch_dtype
 
         if adapter_dir is None or not (Path(adapter_dir) / EMBEDDINGS).is_file():
             raise ConfigError(f"the {NAME} generator samples from embeddings learned by the {NAME} adapter, "
@@ -258,7 +252,7 @@ class DiffusionInversionGenerator(Generator):
         torch = self._torch
         rows = self.rows[item.label]
         position = item.index % len(rows)
-        generator = torch.Generator(device="cpu").manual_seed(stable_seed("diffusion-inversion", item.seed))
+        generator = torch.Generator(device="cpu").manual_seed(derive_seed("diffusion-inversion", item.seed))
         partner = position
         if len(rows) > 1:
             other = int(torch.randint(0, len(rows) - 1, (1,), generator=generator))

@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddcore.store import atomic_write_bytes, stable_seed
+from ddcore.api import atomic_write_bytes, denoising_target, derive_seed, training_dtype
 
-from dd_plugins.datadream_training import denoising_target, training_dtype
-from dd_plugins.diffusion_inversion import CHECKPOINTS, GROUPS
+from .diffusion_inversion_layout import CHECKPOINTS, GROUPS
 
 
 def square_pixels(path: Path, resolution: int) -> torch.Tensor:
@@ -30,7 +29,7 @@ def square_pixels(path: Path, resolution: int) -> torch.Tensor:
     (bicubic), centre-cropped to a square. No augmentation (the paper uses none)."""
     from torchvision.transforms import functional as TF
 
-    from ddcore.data import load_rgb
+    from ddcore.api import load_rgb
 
     image = TF.resize(load_rgb(path), resolution, interpolation=TF.InterpolationMode.BICUBIC)
     image = TF.center_crop(image, [resolution, resolution])
@@ -43,7 +42,7 @@ class EmbeddingTrainer:
     def __init__(self, options, context, out_dir: Path) -> None:
         from diffusers import DDPMScheduler
 
-        from ddcore.models import load_sd_pipeline
+        from ddcore.api import load_sd_pipeline
 
         self.options, self.context, self.out_dir = options, context, out_dir
         self.device = context.device
@@ -82,7 +81,7 @@ class EmbeddingTrainer:
         scale, tokens = self.options.init_scale, self.options.tokens
         rows = []
         for i in indices:
-            generator = torch.Generator().manual_seed(stable_seed(self.context.config.seed, "di-init", i))
+            generator = torch.Generator().manual_seed(derive_seed(self.context.config.seed, "di-init", i))
             rows.append((torch.rand((tokens, self.dim), generator=generator) * 2 - 1) * scale)
         return torch.stack(rows)
 
@@ -92,7 +91,7 @@ class EmbeddingTrainer:
         per_epoch = math.ceil(size / batch)
         epoch, position = divmod(step, per_epoch)
         order = list(range(size))
-        random.Random(stable_seed(self.context.config.seed, "di-epoch", group, epoch)).shuffle(order)
+        random.Random(derive_seed(self.context.config.seed, "di-epoch", group, epoch)).shuffle(order)
         chosen = order[position * batch:(position + 1) * batch]
         return chosen + order[: batch - len(chosen)]
 
@@ -133,7 +132,7 @@ class EmbeddingTrainer:
             pass
 
     def _loss(self, embeddings: torch.Tensor, group: int, indices: list[int], step: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(stable_seed(self.context.config.seed, "di-step", group, step))
+        generator = torch.Generator().manual_seed(derive_seed(self.context.config.seed, "di-step", group, step))
         positions = self._batch(group, len(indices), step)
         latents = torch.stack([self.means[indices[p]] + self.stds[indices[p]]
                                * torch.randn(self.means[indices[p]].shape, generator=generator)

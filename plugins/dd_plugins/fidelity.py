@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ddcore.stages import Setting
+from ddcore.api import Setting
 
 def _dset_steps(case) -> int:
     passes = 100 if case.dataset == "imagenet" else 200

@@ -34,10 +34,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddcore.errors import ConfigError, StageError
-from ddcore.hookspecs import hookimpl
-from ddcore.records import Prompt
-from ddcore.stages import Method
+from ddcore.api import ConfigError, Method, Prompt, StageError, hookimpl
 
 from .txt2img import Txt2Img
 
@@ -142,7 +139,7 @@ class Img2Img(Txt2Img):
         return path
 
     def _source_image(self, path: Path):
-        from ddcore.data.images import load_rgb
+        from ddcore.api import load_rgb
 
         path = self.resolve(path)
         if path not in self._sources:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Method
+from ddcore.api import Method, hookimpl
 
 from .fidelity import PROTOCOLS
 

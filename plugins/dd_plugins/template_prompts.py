@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddcore.errors import ConfigError
-from ddcore.hookspecs import hookimpl
-from ddcore.records import Prompt
-from ddcore.stages import PromptBuilder
+from ddcore.api import ConfigError, Prompt, PromptBuilder, hookimpl
 
 
 class TemplatePrompts(PromptBuilder):

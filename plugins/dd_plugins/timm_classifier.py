@@ -16,11 +16,8 @@ import difflib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ddcore.errors import ConfigError, ModelNotFoundError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Classifier
-from ddcore.training import TrainableModel, TrainingOptions, predict_scores, read_info, remove_checkpoint, write_info
-from ddcore.training import train as train_loop
+from ddcore.api import (Classifier, ConfigError, ModelNotFoundError, TrainableModel, TrainingOptions, hookimpl,
+                        predict_scores, read_info, remove_checkpoint, train_classifier as train_loop, write_info)
 
 WEIGHTS = "model.safetensors"
 TINY = "test_resnet:random"
@@ -30,7 +27,7 @@ def create_timm_model(spec: str, num_classes: int, device: str):
     """A timm model from ``spec`` with a ``num_classes`` head; one-line errors when it cannot be found."""
     import timm
 
-    from ddcore.models.paths import hub_cache_dir, hub_offline, hub_offline_mode
+    from ddcore.api import hub_cache_dir, hub_offline, hub_offline_mode
 
     spec = TINY if spec == "tiny" else spec.strip()
     kwargs: dict = {"num_classes": num_classes, "pretrained": True}

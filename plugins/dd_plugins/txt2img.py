@@ -8,33 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddcore.errors import ConfigError
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Generator
-
-
-def torch_dtype(name: str, device: str):
-    """``auto`` is fp16 on a GPU and fp32 on the CPU (fp16 on CPU is slow or unsupported)."""
-    import torch
-
-    if name == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise ConfigError(f"dtype must be auto, fp32, fp16 or bf16, not {name!r}")
-    return table[name]
-
-
-def swap_scheduler(pipe, name: str | None) -> None:
-    """Replace the pipeline's scheduler with another diffusers scheduler class, same config."""
-    if not name:
-        return
-    import diffusers
-
-    cls = getattr(diffusers, name, None)
-    if cls is None or not hasattr(cls, "from_config"):
-        raise ConfigError(f"generator.scheduler: diffusers has no scheduler class '{name}' (e.g. DDIMScheduler)")
-    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+from ddcore.api import Generator, hookimpl
 
 
 class Txt2Img(Generator):
@@ -49,12 +23,14 @@ class Txt2Img(Generator):
     def load_base(self, context):
         """The pipeline adapters load into and select on: the base model's text-to-image one. A
         subclass may load another, or render with a pipeline built on its modules (``pipe``)."""
-        from ddcore.models import load_sd_pipeline
+        from ddcore.api import load_sd_pipeline, torch_dtype
 
         return load_sd_pipeline(context.config.base_model, device=context.device,
                                 dtype=torch_dtype(self.options.dtype, context.device))
 
     def setup(self, context, adapter_dir):
+        from ddcore.api import swap_scheduler
+
         self.context = context
         self.base = self.pipe = self.load_base(context)
         swap_scheduler(self.base, self.options.scheduler)

@@ -28,14 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddcore.errors import ConfigError, DataError, StageError
-from ddcore.hookspecs import hookimpl
-from ddcore.records import Prompt
-from ddcore.stages import Method, PromptBuilder
+from ddcore.api import (ConfigError, DataError, Method, Prompt, PromptBuilder, StageError, hookimpl, option, load_pretrained,
+                        short_reason)
 
-from ddcore.models.loading import load_pretrained, short_reason
 from .img2img import Img2Img, square_source
-from .txt2img import torch_dtype
 
 TINY = "tiny"
 ATTRIBUTES = ("background", "color", "texture")
@@ -161,7 +157,7 @@ def load_text_generator(spec: str, *, device: str = "cpu", dtype=None) -> TextGe
     dtype = dtype or torch.float32
 
     def tiny():
-        from ddcore.models.tiny import tiny_text_generator
+        from ddcore.api import tiny_text_generator
 
         return tiny_text_generator()
 
@@ -232,7 +228,7 @@ class AttributePrompts(PromptBuilder):
 
     def fingerprint(self, context):
         """The values file's contents: editing the file makes new prompts (and a new set)."""
-        from ddcore.store import file_sha256
+        from ddcore.api import file_sha256
 
         path = Path(self.options.values_file).expanduser() if self.options.values_file else None
         return {"values_file": file_sha256(path)} if path is not None and path.is_file() else None
@@ -333,7 +329,7 @@ class AttributePrompts(PromptBuilder):
     # -- the language model -----------------------------------------------------------------
 
     def cache_key(self, identity: str, classname: str, feasibility: str, n: int) -> str:
-        from ddcore.store import digest
+        from ddcore.api import digest
 
         return digest({"model": identity, "class": classname, "attribute": self.options.attribute,
                        "feasibility": feasibility, "values": n, "max_new_tokens": self.options.max_new_tokens,
@@ -343,7 +339,7 @@ class AttributePrompts(PromptBuilder):
         """The model's raw answer per (class, "feasible"/"infeasible"); asked once, cached in
         ``<run>/varireal-values.json``. With several processes the main one asks."""
         if context.world_size > 1:
-            from ddcore.distributed import ProcessInfo, wait_for_everyone
+            from ddcore.api import ProcessInfo, wait_for_everyone
 
             if context.is_main:
                 self._ask_all(context, file_values)
@@ -351,8 +347,8 @@ class AttributePrompts(PromptBuilder):
         return self._ask_all(context, file_values)
 
     def _ask_all(self, context, file_values) -> dict[tuple[str, str], str]:
-        from ddcore.models import model_identity
-        from ddcore.store import atomic_write_json
+        from ddcore.api import model_identity
+        from ddcore.api import atomic_write_json
 
         path = Path(context.out) / VALUES_CACHE
         try:
@@ -370,6 +366,8 @@ class AttributePrompts(PromptBuilder):
                 digest_key = self.cache_key(identity, name, key, n)
                 if digest_key not in cache:
                     if generator is None:
+                        from ddcore.api import torch_dtype
+
                         context.reporter.log(f"asking '{self.options.text_model}' for {self.options.attribute} "
                                              f"values -> {path}")
                         generator = load_text_generator(self.options.text_model, device=context.device,
@@ -412,7 +410,7 @@ class SamSegmenter:
 
     def __init__(self, spec: str, device: str) -> None:
         def tiny():
-            from ddcore.models.tiny import tiny_sam
+            from ddcore.api import tiny_sam
 
             return tiny_sam()
 
@@ -452,7 +450,7 @@ def load_inpaint_pipeline(model: str, *, device: str, dtype=None):
     import torch
     from diffusers import StableDiffusionInpaintPipeline
 
-    from ddcore.models import load_sd_pipeline
+    from ddcore.api import load_sd_pipeline
 
     return load_sd_pipeline(model, device=device, dtype=dtype or torch.float32,
                             pipeline_class=StableDiffusionInpaintPipeline, what="inpainting model",
@@ -482,7 +480,7 @@ class VariRealGenerator(Img2Img):
         # for the inpainting to fill.
         source_fit: str = "crop"
         mask: str = "sam"  # sam (segment the centre object) or folder (supplied masks, mask_dir)
-        segmenter: str = DEFAULT_SEGMENTER  # a transformers SAM hub id or folder, or tiny
+        segmenter: str = option(DEFAULT_SEGMENTER, 'a transformers SAM hub id or folder, or tiny', demo='tiny')
         mask_dir: str = ""  # for mask=folder: <mask_dir>/<shot path relative to the data root>.png, white = object
         dilate: int = 4  # pixels the object mask grows by before use (at --resolution)
         region: str = "auto"  # auto (from the prompt's attribute), background or object
@@ -511,7 +509,7 @@ class VariRealGenerator(Img2Img):
 
     def fingerprint(self, context):
         """The supplied masks of the run's shots: editing one makes a new set."""
-        from ddcore.store import file_sha256
+        from ddcore.api import file_sha256
 
         if self.options.mask != "folder":
             return None
@@ -524,6 +522,8 @@ class VariRealGenerator(Img2Img):
         """A dedicated inpainting checkpoint replaces the base model (adapters load into it)."""
         if not self.options.inpaint_model:
             return super().load_base(context)
+        from ddcore.api import torch_dtype
+
         return load_inpaint_pipeline(self.options.inpaint_model, device=context.device,
                                      dtype=torch_dtype(self.options.dtype, context.device))
 
@@ -543,7 +543,7 @@ class VariRealGenerator(Img2Img):
         saved as ``<run>/varireal-masks/<shot path relative to the data root>.png``."""
         from PIL import Image
 
-        from ddcore.store import atomic_save_image
+        from ddcore.api import atomic_save_image
 
         path = self.resolve(Path(source))
         if path in self._masks:
@@ -553,7 +553,7 @@ class VariRealGenerator(Img2Img):
             file = Path(self.options.mask_dir).expanduser() / name
             if not file.is_file():
                 raise DataError(f"generator.mask=folder: no mask for shot {path}; expected {file} (white = object)")
-            from ddcore.data.images import load_rgb
+            from ddcore.api import load_rgb
 
             mask = square_mask(load_rgb(file), self.context.config.resolution, self.options.source_fit)
         else:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddcore.hookspecs import hookimpl
-from ddcore.stages import Filter
+from ddcore.api import Filter, hookimpl
 
 
 class MinContrast(Filter):

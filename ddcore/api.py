@@ -1,0 +1,124 @@
+"""The public API: everything a plugin (or a script driving runs) imports, from one module.
+
+    from ddcore.api import Filter, GenItem, hookimpl, option
+
+Names here keep working across minor versions: ``API_VERSION`` is ``(major, minor)``. A minor
+bump adds names or optional arguments; a major bump may remove or change one, and is announced
+one minor version ahead with a ``DeprecationWarning``. A plugin can check it::
+
+    from ddcore.api import API_VERSION
+    assert API_VERSION[0] == 1, "this plugin is written for ddcore API 1.x"
+
+The older paths (``ddcore.hookspecs``, ``ddcore.stages``, ``ddcore.records``, ``ddcore.errors``,
+``ddcore.pipeline.RunContext``) stay as they are; the modules behind the other names are
+internal and may move. Names that need torch or diffusers (models, training, distributed
+gradients) load on first use, so ``from ddcore.api import hookimpl`` stays light: import those
+inside the functions that use them, as the built-in plugins do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ddcore.data import ensure_digits, is_image_file, load_image_folder, load_rgb, load_split_file
+from ddcore.data.fewshot import relative_path
+from ddcore.data.splits import unique_dirnames
+from ddcore.distributed import ProcessInfo, process_info, sum_gradients, wait_for_everyone
+from ddcore.errors import ConfigError, DataError, DDError, ModelNotFoundError, PluginError, StageError
+from ddcore.generation import plan_item
+from ddcore.hookspecs import hookimpl
+from ddcore.kinds import STAGE_KINDS, TRAIN_ON
+from ddcore.options import OptionInfo, option, option_infos
+from ddcore.progress import SILENT, Reporter
+from ddcore.records import Dataset, GenItem, Prompt, Sample, SyntheticSet, safe_dirname
+from ddcore.seeds import derive as derive_seed
+from ddcore.seeds import image_seed, lora_init_seed, prior_image_seed
+from ddcore.stages import (Adapter, Classifier, DatasetSource, Filter, Generator, Method, PromptBuilder, RunContext,
+                           Setting, Stage, TrainingData)
+from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_json, atomic_write_text, digest, file_sha256
+
+API_VERSION = (1, 0)
+
+# name -> module, imported on first use (they import torch).
+_LAZY = {
+    # models: loading checkpoints by hub id, local folder or "tiny"; diffusion helpers
+    "load_sd_pipeline": "ddcore.models.diffusion",
+    "model_identity": "ddcore.models.loading",
+    "load_pretrained": "ddcore.models.loading",
+    "short_reason": "ddcore.models.loading",
+    "torch_dtype": "ddcore.models.diffusion",
+    "training_dtype": "ddcore.models.diffusion",
+    "swap_scheduler": "ddcore.models.diffusion",
+    "denoising_target": "ddcore.models.diffusion",
+    "load_clip": "ddcore.models.clip",
+    "save_open_clip_folder": "ddcore.models.clip",
+    "hub_offline": "ddcore.models.paths",
+    "hub_offline_mode": "ddcore.models.paths",
+    "hub_cache_dir": "ddcore.models.paths",
+    "save_tiny_sd": "ddcore.models.tiny",
+    "tiny_sd_pipeline": "ddcore.models.tiny",
+    "tiny_clip_tokenizer": "ddcore.models.tiny",
+    "tiny_captioner": "ddcore.models.tiny",
+    "tiny_sam": "ddcore.models.tiny",
+    "tiny_text_generator": "ddcore.models.tiny",
+    # classifier training: the shared loop a classifier plugin hands its model to
+    "TrainableModel": "ddcore.training.loop",
+    "TrainingOptions": "ddcore.training.loop",
+    "train_classifier": "ddcore.training.loop:train",
+    "eval_transform": "ddcore.training.loop",
+    "predict_scores": "ddcore.training.loop",
+    "remove_checkpoint": "ddcore.training.loop",
+    "warmup_cosine": "ddcore.training.loop",
+    "read_info": "ddcore.training.info",
+    "write_info": "ddcore.training.info",
+    "CLASSIFIER_INFO": "ddcore.training.info:INFO",
+    # driving runs from Python (scripts, benchmarks, notebooks)
+    "Run": "ddcore.pipeline",
+    "Plugins": "ddcore.plugins",
+    "RunConfig": "ddcore.config",
+    "resolve_config": "ddcore.config:resolve",
+}
+
+__all__ = sorted([
+    "API_VERSION", "Adapter", "Classifier", "ConfigError", "DDError", "DataError", "Dataset", "DatasetSource",
+    "Filter", "GenItem", "Generator", "Method", "ModelNotFoundError", "OptionInfo", "PluginError", "ProcessInfo",
+    "Prompt", "PromptBuilder", "Reporter", "RunContext", "SILENT", "STAGE_KINDS", "Sample", "Setting", "Stage",
+    "StageError", "SyntheticSet", "TRAIN_ON", "TrainingData", "atomic_save_image", "atomic_write_bytes",
+    "atomic_write_json", "atomic_write_text", "derive_seed", "digest", "ensure_digits", "file_sha256", "hookimpl",
+    "image_seed", "is_image_file", "load_image_folder", "load_rgb", "load_split_file", "lora_init_seed", "option",
+    "option_infos", "plan_item", "prior_image_seed", "process_info", "relative_path", "safe_dirname", "sum_gradients",
+    "unique_dirnames", "wait_for_everyone", *_LAZY,
+])
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'ddcore.api' has no attribute '{name}'")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first use
+    from ddcore.config import RunConfig
+    from ddcore.config import resolve as resolve_config
+    from ddcore.models.clip import load_clip, save_open_clip_folder
+    from ddcore.models.diffusion import denoising_target, load_sd_pipeline, swap_scheduler, torch_dtype, training_dtype
+    from ddcore.models.loading import load_pretrained, model_identity, short_reason
+    from ddcore.models.paths import hub_cache_dir, hub_offline, hub_offline_mode
+    from ddcore.models.tiny import (save_tiny_sd, tiny_captioner, tiny_clip_tokenizer, tiny_sam, tiny_sd_pipeline,
+                                    tiny_text_generator)
+    from ddcore.pipeline import Run
+    from ddcore.plugins import Plugins
+    from ddcore.training.info import INFO as CLASSIFIER_INFO
+    from ddcore.training.info import read_info, write_info
+    from ddcore.training.loop import (TrainableModel, TrainingOptions, eval_transform, predict_scores,
+                                      remove_checkpoint, warmup_cosine)
+    from ddcore.training.loop import train as train_classifier
