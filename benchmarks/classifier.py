@@ -177,8 +177,7 @@ class Ours:
 
     def run(self, phase: Phase) -> dict:
         """run.train() then run.evaluate(), each timed, on a fresh output folder."""
-        from ddcore.api import Run
-        from ddcore.api import CLASSIFIER_INFO as INFO
+        from ddcore.api import CLASSIFIER_INFO as INFO, Run
 
         args = self.args
         self.count += 1

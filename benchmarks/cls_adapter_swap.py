@@ -71,8 +71,7 @@ class Ours:
 
     def plan(self):
         """Per class: its LoRA folder and (prompt, seed, file name) of each image our run makes."""
-        from ddcore.api import plan_item
-        from ddcore.api import Run
+        from ddcore.api import Run, plan_item
 
         run = Run(self.config())
         run.prepare()

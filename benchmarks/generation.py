@@ -55,8 +55,7 @@ class Ours:
 
     def plan(self):
         """The prompts and seeds our run uses, for the plain side to make the same images."""
-        from ddcore.api import plan_item
-        from ddcore.api import Run
+        from ddcore.api import Run, plan_item
 
         run = Run(self.config(self.work / "plan"))
         run.prepare()

@@ -270,9 +270,7 @@ class OursSample:
         """Per class, the images' seeds, rows and file names, as our generator draws them."""
         from dd_plugins.diffusion_inversion import INFO
 
-        from ddcore.api import relative_path
-        from ddcore.api import plan_item
-        from ddcore.api import derive_seed
+        from ddcore.api import derive_seed, plan_item, relative_path
 
         run = self.run
         rows = {r["path"]: int(r["index"]) for r in json.loads((self.adapter_dir / INFO).read_text())["embeddings"]}

@@ -18,7 +18,8 @@ from ddcore.errors import DDError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import (compare_table, doctor_tables, explain_tables, plugin_rows, plugins_table, predictions_table,
+from dd_cli.render import (compare_table, doctor_tables, explain_tables, option_rows, plugin_detail, plugin_rows, plugins_table,
+                           predictions_table,
                            print_json, quality_table, results_table, results_title)
 
 app = typer.Typer(
@@ -343,13 +344,22 @@ def export(
 
 
 @app.command()
-def plugins(as_json: bool = Opt(False, "--json", help="Print a JSON list instead of a table.")) -> None:
-    """List every plugin and what it provides."""
+def plugins(name: Optional[str] = typer.Argument(None, help="A registered name: show its options."),
+            as_json: bool = Opt(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List every plugin and what it provides; with NAME, that stage's options (type, default,
+    description, the method presets that change it)."""
     registry = get_plugins()
-    if as_json:
+    if name is not None:
+        if as_json:
+            kinds = [k for k in registry.registries if name in registry.registries[k] and k != "method"]
+            print_json(console, {k: option_rows(registry, k, name) for k in kinds})
+        else:
+            for part in plugin_detail(registry, name):
+                console.print(part, highlight=False)
+    elif as_json:
         print_json(console, plugin_rows(registry))
     else:
-        console.print(plugins_table(registry))
+        console.print(plugins_table(registry, console.width))
 
 
 @app.command()

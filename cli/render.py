@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ddcore.kinds import KINDS
+from ddcore.options import option_infos
 from ddcore.plugins import Plugins
 
 
@@ -25,17 +27,76 @@ def plugin_rows(plugins: Plugins) -> list[dict[str, Any]]:
     return rows
 
 
-def plugins_table(plugins: Plugins) -> Table:
-    table = Table(title="Plugins", title_justify="left")
-    for column in ("kind", "name", "distribution", "version"):
+def plugins_table(plugins: Plugins, width: int = 80) -> Table:
+    """Every registered name. Below 110 columns (a pipe, a narrow terminal) the distribution and
+    version columns are left out so the descriptions keep room to read (``--json`` has them)."""
+    wide = width >= 110
+    table = Table(title="Plugins (dd plugins NAME: its options)", title_justify="left")
+    for column in ("kind", "name", *(("distribution", "version") if wide else ())):
         table.add_column(column, no_wrap=True)
-    table.add_column("description", ratio=1)
+    table.add_column("description", ratio=1, min_width=24)
     for row in plugin_rows(plugins):
         style = {"broken": "red", "disabled": "dim"}.get(row["status"], "")
         kind = KINDS[row["kind"]].label if row["kind"] in KINDS else row["kind"]
         description = f"[{row['status']}] {row['description']}" if row["status"] != "ok" else row["description"]
-        table.add_row(kind, row["name"], row["plugin"], row["version"], description, style=style)
+        extra = (row["plugin"], row["version"]) if wide else ()
+        table.add_row(kind, row["name"], *extra, description, style=style)
     return table
+
+
+def option_rows(plugins: Plugins, kind: str, name: str) -> list[dict[str, Any]]:
+    """The options of stage ``name``: type, default, description, and the method presets that
+    set each (``method=value``)."""
+    entry = plugins.get(kind, name)
+    presets: dict[str, list[str]] = {}
+    for method_name in plugins.names("method"):
+        method = plugins.method(method_name)
+        if getattr(method, kind, None) != name and kind != "classifier":
+            continue  # a preset's options reach only the stage it chooses (any classifier)
+        layers = [("", method.options), *((f" on {d}", o) for d, o in method.dataset_options.items())]
+        for where, options in layers:
+            for key, value in options.items():
+                option_kind, _, option = key.partition(".")
+                if option_kind == kind:
+                    presets.setdefault(option, []).append(f"{method_name}{where}={value!r}")
+    return [{"option": f"{kind}.{i.name}", "type": i.type, "default": i.default, "description": i.help,
+             "presets": presets.get(i.name, [])} for i in option_infos(entry.factory.Options)]
+
+
+def plugin_detail(plugins: Plugins, name: str) -> list[Any]:
+    """What ``dd plugins NAME`` prints: for each kind registering NAME, its description and
+    options (a method: its stage choices and settings)."""
+    entries = [plugins.registries[kind][name] for kind in plugins.registries if name in plugins.registries[kind]]
+    if not entries:
+        plugins.get("method", name)  # raises the unknown-name error with the close matches
+    out: list[Any] = []
+    for entry in entries:
+        head = (f"[bold]{KINDS[entry.kind].label} {entry.name}[/]  ({entry.distribution} {entry.version}, "
+                f"plugin '{entry.plugin}')\n{entry.description}")
+        out.append(head)
+        if entry.kind == "method":
+            method = entry.factory
+            table = Table(title_justify="left", show_header=False)
+            for kind in ("adapter", "prompt_builder", "generator", "filter", "train_on"):
+                table.add_row(kind, str(getattr(method, kind)))
+            for key, value in {**method.settings, **method.options}.items():
+                table.add_row(key, repr(value))
+            for dataset, options in method.dataset_options.items():
+                for key, value in options.items():
+                    table.add_row(f"{key} on {dataset}", repr(value))
+            out.append(table)
+            continue
+        rows = option_rows(plugins, entry.kind, entry.name)
+        # A list, not a table: it reads in 80 columns and greps (one option per first line).
+        for row in rows:
+            out.append(f"  [bold]{row['option']}[/] ({row['type']}, default {row['default']!r})")
+            if row["description"]:
+                out.append(f"      {escape(row['description'])}")
+            if row["presets"]:
+                out.append(f"      [dim]set by presets: {escape(', '.join(row['presets']))}[/]")
+        if not rows:
+            out.append("  no options")
+    return out
 
 
 def results_title(metrics: dict[str, Any]) -> str:

@@ -81,10 +81,7 @@ def synthetic_grids(rows: list[dict[str, Any]], classnames: list[str]) -> dict[s
 def feature_model(spec: CompareSpec, plugins: Plugins) -> str | None:
     """The open_clip model of the first classifier (its image-feature space), or None for a
     classifier that is not CLIP."""
-    options = plugins.get("classifier", spec.classifiers[0]).factory.Options()
-    if not hasattr(options, "visual"):  # not a CLIP classifier
-        return None
-    return spec.base.classifier_model or options.model
+    return plugins.create("classifier", spec.classifiers[0]).feature_model(spec.base)
 
 
 def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plugins: Plugins,

@@ -159,7 +159,7 @@ def default_models(plugins=None) -> list[dict[str, Any]]:
 
 
 def _model_options(factory) -> list[tuple[str, str]]:
-    extra = set(getattr(factory, "pretrained_options", ()))
+    extra = set(factory.pretrained_options)
     found = []
     for field in dataclasses.fields(factory.Options):
         if field.name == "model" or field.name.endswith("_model") or field.name in extra:

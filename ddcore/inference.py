@@ -86,9 +86,6 @@ def predict_folder(loaded: LoadedClassifier, images: Path) -> tuple[list[Sample]
 
 
 def export_classifier(loaded: LoadedClassifier, dest: Path) -> Path:
-    export = getattr(loaded.classifier, "export", None)
-    if export is None:
-        raise StageError(f"classifier '{loaded.classifier.name}' cannot be exported; its weights are in {loaded.folder}")
     if dest.exists() and any(dest.iterdir()):
         raise StageError(f"{dest} exists and is not empty; choose a new folder to export into")
-    return export(loaded.context, loaded.folder, dest)
+    return loaded.classifier.export(loaded.context, loaded.folder, dest)

@@ -53,6 +53,21 @@ def stage_options(config: RunConfig, stage_cls: type[Stage], kind: str,
     return {**(preset or {}), **demo, **soft, **config.stage_options(kind)}
 
 
+def check_pairing(choices: dict[str, str | None], stages: dict[str, Stage]) -> None:
+    """An adapter and a generator that declare they only work with certain others (Diffusion
+    Inversion's pair) fail here, before any training."""
+    adapter, generator = stages.get("adapter"), stages.get("generator")
+    if generator is None:
+        return
+    names = {"adapter": choices["adapter"], "generator": choices["generator"]}
+    if generator.adapters is not None and names["adapter"] not in generator.adapters:
+        raise ConfigError(f"generator '{names['generator']}' works only with --adapter "
+                          f"{' or '.join(generator.adapters)}, not '{names['adapter']}'")
+    if adapter is not None and adapter.generators is not None and names["generator"] not in adapter.generators:
+        raise ConfigError(f"adapter '{names['adapter']}' works only with --generator "
+                          f"{' or '.join(adapter.generators)}, not '{names['generator']}'")
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -83,6 +98,7 @@ class Run:
             for kind, name in self.choices.items()
             if name is not None
         }
+        check_pairing(self.choices, self.stages)
         self.out = Path(config.out) if config.out else default_out(config, self.dataset.name)
         # Stage outputs live under the store: the run folder itself, or one shared by many runs
         # (``dd compare``), where equal keys mean one adapter, one synthetic set, one classifier.
@@ -299,7 +315,7 @@ class Run:
             job = GenerationJob(
                 dataset=self.dataset, prompts=prompts, generator=generator, filter=filt, root=stage.path,
                 count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
-                max_attempts_per_class=getattr(filt.options, "max_attempts_per_class", count),
+                max_attempts_per_class=filt.max_attempts(count),
                 reporter=self.reporter, setup=setup, shard=Shard(self.context.rank, self.context.world_size),
             )
             self.reporter.log(f"generating {count} images per class with '{self.choices['generator']}' -> {stage.path}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ddcore.config import RunConfig
+from ddcore.errors import StageError
 from ddcore.kinds import ALL_KINDS, METHOD_SETTINGS, STAGE_KINDS, TRAIN_ON
 from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample
@@ -60,6 +61,7 @@ class Stage:
     """Base of every stage: holds the validated options."""
 
     kind: ClassVar[str] = ""
+    name: str = ""  # the name it was registered under (set when the core builds it)
     # The stage's settings against its paper and official code (docs/fidelity.md).
     protocol: ClassVar[tuple[Setting, ...]] = ()
     # Options naming a pretrained model besides ``model`` and ``*_model`` (`dd doctor` checks
@@ -96,6 +98,9 @@ class Adapter(Stage):
 
     kind = "adapter"
     trains: ClassVar[bool] = True
+    # The generators that can use what it trains (None: any that loads adapters into a diffusers
+    # pipeline). A run pairing it with another fails at once, before any training.
+    generators: ClassVar[tuple[str, ...] | None] = None
 
     def fit(self, context: "RunContext", out_dir: Path) -> None:
         """Train and write the weights into ``out_dir``.
@@ -107,7 +112,7 @@ class Adapter(Stage):
 
     def load_into(self, context: "RunContext", pipe: Any, adapter_dir: Path) -> None:
         """Make a diffusers pipeline use the trained weights (called once by generators)."""
-        raise NotImplementedError(f"adapter '{getattr(self, 'name', type(self).__name__)}' cannot be loaded into a pipeline")
+        raise NotImplementedError(f"adapter '{self.name or type(self).__name__}' cannot be loaded into a pipeline")
 
     def select(self, pipe: Any, label: int) -> None:
         """Switch the pipeline to class ``label`` before a batch of that class (per-class
@@ -129,6 +134,9 @@ class Generator(Stage):
     metadata, and shards the work across processes; a generator only renders batches."""
 
     kind = "generator"
+    # The adapters it works with (None: any, including none). A run pairing it with another
+    # fails at once, before any training.
+    adapters: ClassVar[tuple[str, ...] | None] = None
 
     def plan_prompts(self, context: "RunContext", prompts: dict[int, list["Prompt"]]) -> dict[int, list["Prompt"]]:
         """Adjust the prompt builder's prompts before images are planned; image ``i`` of class
@@ -169,6 +177,12 @@ class Filter(Stage):
     def keep(self, images: list["Image.Image"], items: list["GenItem"]) -> list[bool]:
         raise NotImplementedError
 
+    def max_attempts(self, count: int) -> int:
+        """How many images a class may render to keep ``count``: the ``max_attempts_per_class``
+        option when the Options declare one (the documented name), else ``count`` (no retries).
+        Override for another rule."""
+        return vars(self.options).get("max_attempts_per_class", count)
+
 
 class Classifier(Stage):
     """Trains on real + synthetic images and predicts class scores."""
@@ -187,6 +201,16 @@ class Classifier(Stage):
     def predict(self, context: "RunContext", samples: list["Sample"]) -> "np.ndarray":
         """Class scores, shape ``[len(samples), num_classes]`` (higher is more likely)."""
         raise NotImplementedError
+
+    def export(self, context: "RunContext", out_dir: Path, dest: Path) -> Path:
+        """Write the trained classifier to ``dest`` in its library's own format (``dd export``);
+        called after ``load``. The default: it cannot be exported."""
+        raise StageError(f"classifier '{self.name}' cannot be exported; its weights are in {out_dir}")
+
+    def feature_model(self, config: RunConfig) -> str | None:
+        """The ``load_clip`` spec of the image-feature space the set-quality metrics of ``dd
+        compare`` use (``quality_features=classifier``); None: it has none."""
+        return None
 
 
 class DatasetSource(Stage):

@@ -163,6 +163,25 @@ def test_all_ten_are_registered_and_load_through_the_plugin_registry(coop_data):
     assert dataset.name == "dtd" and dataset.classnames == ["banded", "zigzagged"]
 
 
+@pytest.mark.parametrize("name, expected", [("eurosat", ["AnnualCrop", "SeaLake"]),
+                                            ("food101", ["apple_pie", "baby_back_ribs"]),
+                                            ("dtd", ["banded", "zigzagged"])])
+def test_folder_class_names_are_the_official_codes(coop_data, name, expected):
+    """``--set dataset.class_names=folder``: the names as the files spell them (the official
+    DataDream code's prompts), CoOp's renames undone; the default stays CoOp's."""
+    from ddcore.config import parse_set, resolve
+    from ddcore.pipeline import load_dataset
+
+    data, _ = coop_data
+    config = resolve({}, {"dataset": name, "data": str(data), "options": parse_set(["dataset.class_names=folder"])})
+    dataset = load_dataset(config, Plugins())
+    assert dataset.classnames == expected
+    assert [s.classname for s in dataset.test] == [expected[s.label] for s in dataset.test]
+    assert load_benchmark(name, data).classnames != expected or name == "dtd"
+    with pytest.raises(DataError, match="class_names must be one of coop, folder"):
+        Plugins().create("dataset", name, {"class_names": "raw"}).load(data, None)
+
+
 @pytest.mark.parametrize("name", sorted(SPLIT_LAYOUTS))
 @pytest.mark.parametrize("own_folder", [False, True], ids=["DATA", "own-folder"])
 def test_split_file_benchmarks(coop_data, name, own_folder):

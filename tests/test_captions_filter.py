@@ -297,7 +297,6 @@ def test_disef_presets_name_their_stages_and_settings():
     assert CaptionPrompts.Options().model == "Salesforce/blip-image-captioning-large"  # the builder's own default
 
 
-@pytest.mark.skipif("img2img" not in Plugins().names("generator"), reason="generator img2img not registered yet")
 def test_dd_run_disef_end_to_end_on_tiny_models(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "disef-original", *FAST,

@@ -18,6 +18,15 @@ ARGS = [*FAST, "--images-per-class", "3", "--batch-size", "2",
         "--set", "adapter.max_steps=4", "--set", "adapter.batch_size=4", "--set", "adapter.warmup_steps=1"]
 
 
+def free_port() -> int:
+    """A port no one listens on now (a fixed one clashes between parallel test workers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def launch(processes: int, out: Path, tiny_folder: Path, method: str) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent
     dd_args = ["run", "--data", str(tiny_folder), "--out", str(out), "--method", method, "-q", *ARGS]
@@ -26,7 +35,7 @@ def launch(processes: int, out: Path, tiny_folder: Path, method: str) -> subproc
     else:
         command = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", "29517", "-m", "ddcore", *dd_args]
+                   "--main_process_port", str(free_port()), "-m", "ddcore", *dd_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same threads in both: same float sums
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

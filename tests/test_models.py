@@ -16,18 +16,16 @@ from ddcore.errors import ModelNotFoundError
 from ddcore.models import (
     DEFAULT_BASE_MODEL,
     LoadedClip,
-    PlainMultiheadAttention,
     dd_home,
     load_clip,
     load_sd_pipeline,
     model_identity,
-    restore_fused_attention,
     save_tiny_sd,
     tiny_sd_pipeline,
-    use_plain_attention,
 )
 from ddcore.models.clip import _create_kwargs, uses_quick_gelu
 from ddcore.models.paths import hub_offline
+from dd_plugins.clip_attention import PlainMultiheadAttention, restore_fused_attention, use_plain_attention
 from ddcore.models.tiny import TINY_CLIP_NAME, register_tiny_clip, tiny_clip, tiny_clip_tokenizer
 
 

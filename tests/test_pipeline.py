@@ -204,7 +204,9 @@ def test_shards_together_make_the_same_set(tmp_path):
         job(tmp_path / "sharded", SeedColour(), shard=Shard(rank, 3)).run()
     whole = job(tmp_path / "whole", SeedColour())
     whole.run()
-    assert folder_bytes(tmp_path / "sharded") == folder_bytes(tmp_path / "whole")
+    sharded = folder_bytes(tmp_path / "sharded")
+    assert len(sharded) == 5 * small_dataset().num_classes  # every image, each made by one shard
+    assert sharded == folder_bytes(tmp_path / "whole")
 
 
 def test_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -280,7 +282,10 @@ def test_zero_shot_trains_nothing_and_real_finetune_makes_no_images(tiny_folder,
     info = json.loads((zero.stage_dir("classifier").path / "classifier.json").read_text())
     assert info["trained"] is False and info["prompts"]["blue stripes"] == ["a photo of a blue stripes"]
     assert not (zero.out / "synthetic").exists()
-    assert 0.0 <= metrics["top1"] <= 1.0
+    # The metrics are the predictions': top-1 is the share of test images predicted right.
+    predictions = [json.loads(line) for line in (zero.out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == metrics["num_test"] == len(zero.dataset.test)
+    assert metrics["top1"] == pytest.approx(sum(p["true"] == p["predicted"] for p in predictions) / len(predictions))
     real = Run(config_for(tiny_folder, tmp_path / "rf", "--method", "real-finetune"))
     real.run_all()
     assert not (real.out / "synthetic").exists()

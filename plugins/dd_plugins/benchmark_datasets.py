@@ -36,7 +36,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ddcore.api import (DataError, Dataset, DatasetSource, Sample, hookimpl, is_image_file, load_split_file,
+from ddcore.api import (DataError, Dataset, DatasetSource, Sample, hookimpl, is_image_file, load_split_file, option,
                         unique_dirnames)
 
 GUIDE = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
@@ -109,8 +109,13 @@ BENCHMARKS = {
 }
 
 
-def load_benchmark(name: str, data: Path | None, split: Path | None = None) -> Dataset:
+CLASS_NAMES = ("coop", "folder")
+
+
+def load_benchmark(name: str, data: Path | None, split: Path | None = None, class_names: str = "coop") -> Dataset:
     """Load benchmark ``name`` from ``data`` (CoOp's ``$DATA`` or the data set's own folder).
+    ``class_names``: ``coop`` (CoOp's renames, ``_`` shown as spaces) or ``folder`` (the names as
+    the folders and split files spell them, as the official DataDream code prompts with).
 
     Raises:
         DataError: a folder or file is missing (naming where to get it) or malformed.
@@ -133,7 +138,7 @@ def load_benchmark(name: str, data: Path | None, split: Path | None = None) -> D
     else:
         split_file = Path(split).expanduser() if split is not None else folder / bench.split
         dataset = load_split_file(images, split_file, name=name)
-    return finish(bench, dataset)
+    return finish(bench, dataset, class_names)
 
 
 def find_folder(bench: Benchmark, data: Path | None) -> Path:
@@ -211,9 +216,17 @@ def read_aircraft(folder: Path, images: Path) -> Dataset:
     return Dataset(name="fgvc_aircraft", classnames=classnames, root=images, **splits)
 
 
-def finish(bench: Benchmark, dataset: Dataset) -> Dataset:
-    """Name, domain, templates; class names with CoOp's renames and ``_`` shown as spaces."""
-    classnames = [bench.rename.get(c, c).replace("_", " ") for c in dataset.classnames]
+def finish(bench: Benchmark, dataset: Dataset, class_names: str = "coop") -> Dataset:
+    """Name, domain, templates; class names with CoOp's renames and ``_`` shown as spaces
+    (``class_names="coop"``), or as the files spell them (``"folder"``)."""
+    if class_names not in CLASS_NAMES:
+        raise DataError(f"dataset.class_names must be one of {', '.join(CLASS_NAMES)}, not {class_names!r}")
+    if class_names == "folder":
+        # CoOp's split files already hold EuroSAT's folder names; undo a renamed file's names.
+        folder_names = {v: k for k, v in bench.rename.items()}
+        classnames = [folder_names.get(c, c) for c in dataset.classnames]
+    else:
+        classnames = [bench.rename.get(c, c).replace("_", " ") for c in dataset.classnames]
 
     def relabel(samples: list[Sample]) -> list[Sample]:
         return [Sample(s.path, s.label, classnames[s.label]) for s in samples]
@@ -251,14 +264,26 @@ def _image_names(path: Path) -> list[str]:
         return sorted(e.name for e in entries if e.is_file() and is_image_file(Path(e.name)))
 
 
-def _source(bench: Benchmark) -> type[DatasetSource]:
-    """A ``DatasetSource`` class for one benchmark."""
+class BenchmarkSource(DatasetSource):
+    """Base of the ten benchmark sources (``bench`` is set per subclass)."""
+
+    bench: Benchmark
+
+    @dataclass
+    class Options:
+        class_names: str = option("coop", "coop: CoOp's class names ('Annual Crop Land', 'apple pie'), which every "
+                                          "method here shares; folder: as the folders and split files spell them "
+                                          "('AnnualCrop', 'apple_pie'), the names the official DataDream code "
+                                          "prompts with (its zero-shot row)")
 
     def load(self, data, split):
-        return load_benchmark(bench.name, data, split)
+        return load_benchmark(self.bench.name, data, split, self.options.class_names)
 
+
+def _source(bench: Benchmark) -> type[DatasetSource]:
+    """A ``DatasetSource`` class for one benchmark."""
     doc = f"{bench.title} from --data DATA laid out as in CoOp's DATASETS.md ({bench.folder}/)."
-    return type(f"{bench.title.replace(' ', '')}Source", (DatasetSource,), {"load": load, "__doc__": doc})
+    return type(f"{bench.title.replace(' ', '')}Source", (BenchmarkSource,), {"bench": bench, "__doc__": doc})
 
 
 @hookimpl

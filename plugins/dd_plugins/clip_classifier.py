@@ -188,6 +188,9 @@ class ClipClassifier(Classifier):
 
     # -- export -----------------------------------------------------------------------------
 
+    def feature_model(self, config) -> str:
+        return config.classifier_model or self.options.model
+
     def export(self, context, out_dir: Path, dest: Path) -> Path:
         """An open_clip ``local-dir:`` folder with the LoRA merged into the weights, plus the
         class names, prompts and zero-shot head (``dd_head.safetensors``) it was trained with.

@@ -50,8 +50,7 @@ class ClipFilter(Filter):
         import torch
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-        from ddcore.api import load_clip
-        from ddcore.api import eval_transform
+        from ddcore.api import eval_transform, load_clip
 
         self.device = context.device
         self.loaded = load_clip(self.options.model, device=self.device)

@@ -191,7 +191,7 @@ class DataDreamDataset(DataDreamAdapter):
 
 
 class DataDreamClass(DataDreamAdapter):
-    """DataDream: one LoRA per class, on that class's shots, equal compute."""
+    """DataDream: one LoRA per class, on that class's shots (adapter.cls_steps: how many steps each)."""
 
     per_class = True
 

@@ -51,6 +51,8 @@ USE_GENERATOR = f"use `--generator {NAME}` (or `--method {NAME}`)"
 class DiffusionInversionAdapter(Adapter):
     """One learned conditioning embedding per real shot (the text encoder bypassed)."""
 
+    generators = (NAME,)
+
     @dataclass
     class Options:
         tokens: int = 5  # embedding length (tokens of width cross_attention_dim)
@@ -109,9 +111,7 @@ class DiffusionInversionAdapter(Adapter):
         import torch
         from safetensors.torch import load_file, save
 
-        from ddcore.api import relative_path
-        from ddcore.api import model_identity
-        from ddcore.api import atomic_write_bytes, atomic_write_json
+        from ddcore.api import atomic_write_bytes, atomic_write_json, model_identity, relative_path
 
         parts = []
         for k in range(count):
@@ -156,6 +156,8 @@ class Draw:
 
 class DiffusionInversionGenerator(Generator):
     """Stable Diffusion conditioned on perturbed learned embeddings, at the adapter's resolution."""
+
+    adapters = (NAME,)
 
     @dataclass
     class Options:
@@ -203,10 +205,7 @@ class DiffusionInversionGenerator(Generator):
         import torch
         from safetensors.torch import load_file
 
-        from ddcore.api import relative_path
-        from ddcore.api import load_sd_pipeline, model_identity
-
-        from ddcore.api import swap_scheduler, torch_dtype
+        from ddcore.api import load_sd_pipeline, model_identity, relative_path, swap_scheduler, torch_dtype
 
         if adapter_dir is None or not (Path(adapter_dir) / EMBEDDINGS).is_file():
             raise ConfigError(f"the {NAME} generator samples from embeddings learned by the {NAME} adapter, "

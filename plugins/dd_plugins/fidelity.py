@@ -43,8 +43,8 @@ CLASSIFIER = (
     Setting("classifier.lora_dropout", "not stated", "0.1 (classify/models/clip.py)", 0.1),
     Setting("classifier.templates", "not stated", "one template, 'a {domain}photo of a {classname}' "
             "(classify/models/clip.py TEMPLATES_SMALL[:1])", "datadream",
-            "class names are CoOp's ('Annual Crop Land'); the official code uses raw folder names ('AnnualCrop'): "
-            "--set classifier.template='a satellite photo of a {}' with renamed classes to match exactly"),
+            "class names are CoOp's ('Annual Crop Land'); the official code uses the folder names ('AnnualCrop'): "
+            "--set dataset.class_names=folder"),
     Setting("classifier.batch_size", "64 (App. B)", "64 (classify/config.py)", 64,
             "each step draws 64 synthetic images and 64 real ones (the official code pools them about 1:1 in one "
             "shuffled set of 64 per batch): the same images per epoch, half the optimizer steps"),

@@ -347,8 +347,7 @@ class AttributePrompts(PromptBuilder):
         return self._ask_all(context, file_values)
 
     def _ask_all(self, context, file_values) -> dict[tuple[str, str], str]:
-        from ddcore.api import model_identity
-        from ddcore.api import atomic_write_json
+        from ddcore.api import atomic_write_json, model_identity
 
         path = Path(context.out) / VALUES_CACHE
         try:
