@@ -195,12 +195,15 @@ class CaptionPrompts(PromptBuilder):
     @dataclass
     class Options:
         model: str = option(DEFAULT_CAPTIONER, 'a hub id, a local transformers folder, or tiny', demo='tiny')
-        max_new_tokens: int = 40
-        prefix: str = "a photo of a {classname},"  # the prompt's start; BLIP-style captioners continue it
-        query: str = DISEF_QUERY  # the question for chat captioners (LLaVA-style), DISEF's
-        other_shot: bool = True  # caption of a different shot of the class (DISEF); false: the shot's own
-        batch_size: int = 8
-        dtype: str = "auto"  # auto: fp16 on a GPU, fp32 on the CPU
+        max_new_tokens: int = option(40, "the longest caption, in new tokens (greedy decoding; the disef presets: 77)")
+        prefix: str = option("a photo of a {classname},", "the prompt's start, may use {classname}; BLIP-style "
+                                                         "captioners continue it (the disef presets: none)")
+        query: str = option(DISEF_QUERY, "the question chat captioners (LLaVA-style) answer, may use {classname} "
+                                         "(DISEF's code's)")
+        other_shot: bool = option(True, "prompt with the caption of a different shot of the class (DISEF); false: "
+                                        "the shot's own")
+        batch_size: int = option(8, "images captioned at once")
+        dtype: str = option("auto", "captioner dtype: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
 
     def __init__(self, options=None) -> None:
         super().__init__(options)

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ddcore.api import (Classifier, ConfigError, StageError, TrainableModel, TrainingOptions, eval_transform, hookimpl,
-                        predict_scores, read_info, remove_checkpoint, train_classifier as train_loop, write_info)
+                        option, predict_scores, read_info, remove_checkpoint, train_classifier as train_loop,
+                        write_info)
 
 from .clip_text import ENSEMBLE, TEMPLATE_ALIASES, TEMPLATE_SETS, check_templates, class_templates  # noqa: F401
 from .fidelity import CLASSIFIER, CLASSIFIERS
@@ -109,13 +110,17 @@ class ClipClassifier(Classifier):
 
     @dataclass
     class Options(TrainingOptions):
-        model: str = "ViT-B-16-quickgelu:openai"  # the paper's CLIP ViT-B/16 (OpenAI weights, QuickGELU)
-        visual: str = "lora"  # lora | full | frozen
-        lora_rank: int = 16
-        lora_alpha: int = 32
-        lora_dropout: float = 0.1
-        template: str = ""  # one template ({} = class name) for every class; empty: per templates
-        templates: str = "datadream"  # datadream | coop | ensemble (TEMPLATE_SETS)
+        model: str = option("ViT-B-16-quickgelu:openai", "a load_clip spec: NAME:TAG (the paper's: OpenAI weights, "
+                                                         "QuickGELU), local-dir:DIR, hf-hub:ORG/REPO, tiny; "
+                                                         "--classifier-model overrides it")
+        visual: str = option("lora", "the image tower: lora (as the text tower; official code), full (every weight; "
+                                     "the paper's for ViT-L/14 and RN50) or frozen")
+        lora_rank: int = option(16, "LoRA rank on the q and v projections of every attention block (paper: 16)")
+        lora_alpha: int = option(32, "LoRA alpha (official code: 32)")
+        lora_dropout: float = option(0.1, "LoRA dropout (official code: 0.1)")
+        template: str = option("", "one template ({} = class name) for every class; empty: per templates")
+        templates: str = option("datadream", "datadream ('a {domain}photo of a {}', the official code's), coop (the "
+                                              "data set's CoOp template) or ensemble (every template)")
 
     name = "clip-vitb16"
     protocol = CLASSIFIER
@@ -231,8 +236,10 @@ def merge_lora(module) -> int:
 
 
 def _preset(name: str, model: str, visual: str, doc: str) -> type[ClipClassifier]:
+    helps = {key: f.metadata["help"] for key, f in ClipClassifier.Options.__dataclass_fields__.items()}
     options = dataclass(type("Options", (ClipClassifier.Options,), {
-        "__annotations__": {"model": str, "visual": str}, "model": model, "visual": visual}))
+        "__annotations__": {"model": str, "visual": str}, "model": option(model, helps["model"]),
+        "visual": option(visual, helps["visual"])}))
     # The shared rows, with this model's own in place of the ViT-B/16 ones.
     own = {row.key: row for row in CLASSIFIERS[name]}
     protocol = tuple(own.pop(row.key, row) for row in CLASSIFIER)

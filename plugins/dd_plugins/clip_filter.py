@@ -34,11 +34,15 @@ class ClipFilter(Filter):
 
     @dataclass
     class Options:
-        model: str = option(DEFAULT_FILTER_MODEL, 'a load_clip spec: NAME:TAG, local-dir:DIR, hf-hub:ORG/REPO, tiny', demo='tiny')
-        template: str = ""  # one template ({} = class name) for every class; empty: per templates
-        templates: str = "coop"  # coop (one per data set, as DISEF's code) | datadream | ensemble
-        max_attempts_per_class: int = option(1000, "twice the paper's 500 images per class", demo=32)
-        batch_size: int = 32
+        model: str = option(DEFAULT_FILTER_MODEL, 'a load_clip spec: NAME:TAG, local-dir:DIR, hf-hub:ORG/REPO, tiny',
+                            demo='tiny')
+        template: str = option("", "one template ({} = class name) for every class; empty: per templates")
+        templates: str = option("coop", "coop (the data set's CoOp template, one per data set as DISEF's code), "
+                                        "datadream ('a {domain}photo of a {}') or ensemble (every template)")
+        max_attempts_per_class: int = option(1000, "most images tried per class (never fewer than images_per_class); "
+                                                   "a class that reaches it stays short (twice the paper's 500 images "
+                                                   "per class)", demo=32)
+        batch_size: int = option(32, "images CLIP classifies at once")
 
     def __init__(self, options=None) -> None:
         super().__init__(options)

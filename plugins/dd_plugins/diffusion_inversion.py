@@ -55,21 +55,24 @@ class DiffusionInversionAdapter(Adapter):
 
     @dataclass
     class Options:
-        tokens: int = 5  # embedding length (tokens of width cross_attention_dim)
-        group_size: int = 100  # images trained together as one unit, with their own optimizer
-        steps: int = option(3000, 'per group', demo=60)
-        batch_size: int = 50  # the reference README's (a group of 100 is 2 steps per pass)
-        lr: float = option(3e-2, 'constant after warmup', demo=0.001)
-        warmup_steps: int = option(0, '', demo=5)
-        weight_decay: float = 1e-2
-        adam_beta1: float = 0.9
-        adam_beta2: float = 0.999
-        adam_epsilon: float = 1e-8
-        resolution: int = option(256, 'the TARGET resolution; the generator samples at it too', demo=32)
-        init_scale: float = 0.1  # start uniform in +-init_scale (nn.Linear's init at 100 inputs)
-        max_grad_norm: float = 0.0  # 0: no clipping, as the reference
-        mixed_precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU), fp16, bf16, no
-        checkpoint_every: int = option(500, '', demo=50)
+        tokens: int = option(5, "embedding length, in tokens of the U-Net's cross-attention width (official code: 5)")
+        group_size: int = option(100, "shots trained together as one unit, with their own AdamW (official code: 100)")
+        steps: int = option(3000, "training steps of each group (paper: up to 3K)", demo=60)
+        batch_size: int = option(50, "shots of the group per step (official README: 50, so a group of 100 is 2 steps "
+                                     "per pass)")
+        lr: float = option(3e-2, "AdamW learning rate, constant after the warm-up (paper: 3e-2)", demo=0.001)
+        warmup_steps: int = option(0, "linear warm-up steps of each group (official code: none)", demo=5)
+        weight_decay: float = option(1e-2, "AdamW weight decay (official code: 1e-2)")
+        adam_beta1: float = option(0.9, "AdamW beta1")
+        adam_beta2: float = option(0.999, "AdamW beta2")
+        adam_epsilon: float = option(1e-8, "AdamW epsilon")
+        resolution: int = option(256, 'the TARGET resolution; the generator samples at it too (paper: 256, 128 for '
+                                      'CIFAR)', demo=32)
+        init_scale: float = option(0.1, "embeddings start uniform in +-init_scale (nn.Linear's init at 100 inputs)")
+        max_grad_norm: float = option(0.0, ">0: clip the gradient norm to this (0: no clipping, as the official code)")
+        mixed_precision: str = option("auto", "base-weight dtype: auto (bf16/fp16 on a GPU, fp32 on the CPU), fp16, "
+                                              "bf16 or no")
+        checkpoint_every: int = option(500, "steps between checkpoints a killed run resumes from", demo=50)
 
         def __post_init__(self) -> None:
             for name in ("tokens", "group_size", "steps", "batch_size", "checkpoint_every"):
@@ -161,14 +164,19 @@ class DiffusionInversionGenerator(Generator):
 
     @dataclass
     class Options:
-        steps: int = option(100, 'sampling steps (the global --steps does not apply)', demo=10)
-        guidance: float = 2.0  # classifier-free guidance scale (the global --guidance does not apply)
-        guidance_choices: str = ""  # e.g. "2,3,4": each image picks one from its seed
-        noise: float = 0.1  # lambda: c + lambda * eps
-        interpolation: float = 0.1  # alpha: the partner's weight
-        scheduler: str = ""  # empty: the checkpoint's, as the reference (PNDM for SD 1.4); e.g. DDIMScheduler
-        eta: float = 1.0  # passed as the reference does; only schedulers that take eta (DDIM) use it
-        dtype: str = "auto"
+        steps: int = option(100, 'sampling steps (the global --steps does not apply; paper: 100)', demo=10)
+        guidance: float = option(2.0, "classifier-free guidance scale, the mean embedding as the unconditional one "
+                                      "(the global --guidance does not apply; official code: 2)")
+        guidance_choices: str = option("", "e.g. '2,3,4': each image picks its guidance scale from these by its "
+                                           "seed; empty: every image uses guidance")
+        noise: float = option(0.1, "lambda: the Gaussian noise's weight, c + lambda * eps (official code: 0.1)")
+        interpolation: float = option(0.1, "alpha: the partner shot's weight in the mix of two embeddings (official "
+                                           "code: 0.1)")
+        scheduler: str = option("", "a diffusers scheduler class name (e.g. DDIMScheduler); empty: the checkpoint's, "
+                                    "as the official code (PNDM for SD 1.4)")
+        eta: float = option(1.0, "DDIM's eta, passed as the official code does; only schedulers that take eta (DDIM) "
+                                 "use it")
+        dtype: str = option("auto", "pipeline dtype: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
 
         def __post_init__(self) -> None:
             if self.steps < 1:

@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddcore.api import ConfigError, Method, Prompt, StageError, hookimpl
+from ddcore.api import ConfigError, Method, Prompt, StageError, hookimpl, option
 
 from .txt2img import Txt2Img
 
@@ -87,8 +87,10 @@ class Img2Img(Txt2Img):
 
     @dataclass
     class Options(Txt2Img.Options):
-        strength: float = ISSYNTH_STRENGTH  # fraction of the schedule run from the noised shot, in (0, 1]
-        source_fit: str = "pad"  # how a shot becomes square: pad (DISEF's code) or crop
+        strength: float = option(ISSYNTH_STRENGTH, "fraction of the schedule run from the noised shot, in (0, 1]; 1: "
+                                                   "pure noise (DISEF's code: the last 15 of 20 steps, 0.75)")
+        source_fit: str = option("pad", "how a shot becomes square: pad (centred on black, DISEF's code) or crop "
+                                        "(its largest centred square)")
 
         def __post_init__(self) -> None:
             if self.source_fit not in SOURCE_FITS:

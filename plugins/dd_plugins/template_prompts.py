@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddcore.api import ConfigError, Prompt, PromptBuilder, hookimpl
+from ddcore.api import ConfigError, Prompt, PromptBuilder, hookimpl, option
 
 
 class TemplatePrompts(PromptBuilder):
@@ -17,8 +17,10 @@ class TemplatePrompts(PromptBuilder):
 
     @dataclass
     class Options:
-        template: str = "a {domain}photo of a {classname}"
-        domain: bool = False
+        template: str = option("a {domain}photo of a {classname}", "the class prompt; must use {classname}, may use "
+                                                                    "{domain}")
+        domain: bool = option(False, "put the data set's domain word before 'photo' (official code: yes; paper: "
+                                     "'a photo of a {classname}')")
 
     def build(self, context):
         if "{classname}" not in self.options.template:

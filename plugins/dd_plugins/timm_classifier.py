@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ddcore.api import (Classifier, ConfigError, ModelNotFoundError, TrainableModel, TrainingOptions, hookimpl,
-                        predict_scores, read_info, remove_checkpoint, train_classifier as train_loop, write_info)
+                        option, predict_scores, read_info, remove_checkpoint, train_classifier as train_loop,
+                        write_info)
 
 WEIGHTS = "model.safetensors"
 TINY = "test_resnet:random"
@@ -97,9 +98,11 @@ class TimmClassifier(Classifier):
 
     @dataclass
     class Options(TrainingOptions):
-        model: str = "resnet50.a1_in1k"
-        image_size: int = 0  # 0: the model's own input size
-        freeze_backbone: bool = False  # True: train the linear head only (a linear probe)
+        model: str = option("resnet50.a1_in1k", "a timm name with its pretrained tag, NAME:WEIGHTS.safetensors, "
+                                                "NAME:random, local-dir:DIR, hf-hub:ORG/REPO or tiny; "
+                                                "--classifier-model overrides it")
+        image_size: int = option(0, "input size in pixels, training and inference; 0: the model's own")
+        freeze_backbone: bool = option(False, "train the linear head only (a linear probe); false: every weight")
 
     def _build(self, context, spec: str) -> TimmModel:
         module = create_timm_model(spec, context.dataset.num_classes, context.device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ddcore.api import Generator, hookimpl
+from ddcore.api import Generator, hookimpl, option
 
 
 class Txt2Img(Generator):
@@ -16,9 +16,11 @@ class Txt2Img(Generator):
 
     @dataclass
     class Options:
-        negative_prompt: str = ""
-        scheduler: str = ""  # a diffusers scheduler class name; empty keeps the checkpoint's
-        dtype: str = "auto"
+        negative_prompt: str = option("", "the negative prompt of every image (guidance steers away from it); "
+                                          "empty: none")
+        scheduler: str = option("", "a diffusers scheduler class name (e.g. DDIMScheduler); empty keeps the "
+                                    "checkpoint's")
+        dtype: str = option("auto", "pipeline dtype: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
 
     def load_base(self, context):
         """The pipeline adapters load into and select on: the base model's text-to-image one. A

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ddcore.api import (ConfigError, DataError, Method, Prompt, PromptBuilder, StageError, hookimpl, option, load_pretrained,
-                        short_reason)
+from ddcore.api import (ConfigError, DataError, Method, Prompt, PromptBuilder, StageError, hookimpl, load_pretrained,
+                        option, short_reason)
 
 from .img2img import Img2Img, square_source
 
@@ -200,15 +200,18 @@ class AttributePrompts(PromptBuilder):
 
     @dataclass
     class Options:
-        attribute: str = "background"  # background, color (or colour) or texture
-        feasibility: str = "feasible"  # feasible, infeasible, or mixed (half and half, alternating)
-        values: int = 10  # values per class (mixed: half of them feasible, rounded up)
-        values_file: str = ""  # JSON: {"background": {"feasible": [...], ...}} and/or {"<class>": {...}}
-        text_model: str = ""  # "" (built-in lists), tiny, a local folder or hub id of a causal LM
-        max_new_tokens: int = 200
-        template: str = ""  # "" = the attribute's; may use {classname}, {value}, {domain}, {a}
-        domain: bool = False  # put the data set's domain word before "photo"
-        dtype: str = "auto"
+        attribute: str = option("background", "the attribute the prompts change: background, color (or colour) or "
+                                              "texture")
+        feasibility: str = option("feasible", "feasible, infeasible, or mixed (half and half, alternating) values")
+        values: int = option(10, "values per class (mixed: half of them feasible, rounded up)")
+        values_file: str = option("", 'a JSON file of values, used first: {"background": {"feasible": [...], ...}} '
+                                      'and/or {"<class>": {...}}; empty: none')
+        text_model: str = option("", "a causal LM asked for the values the file lacks (tiny, a local folder or hub "
+                                     "id); empty: none, the built-in lists fill up")
+        max_new_tokens: int = option(200, "the longest answer of text_model, in new tokens (greedy decoding)")
+        template: str = option("", "the prompt; may use {classname}, {value}, {domain}, {a}; empty: the attribute's")
+        domain: bool = option(False, "put the data set's domain word before 'photo'")
+        dtype: str = option("auto", "text_model's dtype: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
 
         def __post_init__(self) -> None:
             self.attribute = canonical_attribute(self.attribute)
@@ -474,17 +477,19 @@ class VariRealGenerator(Img2Img):
 
     @dataclass
     class Options(Img2Img.Options):
-        strength: float = 1.0  # 1: the edited region is repainted from pure noise
-        # The source and its mask are cropped to a square: a padded border would be "background"
-        # for the inpainting to fill.
-        source_fit: str = "crop"
-        mask: str = "sam"  # sam (segment the centre object) or folder (supplied masks, mask_dir)
+        strength: float = option(1.0, "how much noise the edited region starts from, in (0, 1]; 1: it is repainted "
+                                      "from pure noise")
+        source_fit: str = option("crop", "how a shot and its mask become square: crop (a padded border would be "
+                                         "background to fill) or pad")
+        mask: str = option("sam", "sam (segment the object at the image centre) or folder (supplied masks, mask_dir)")
         segmenter: str = option(DEFAULT_SEGMENTER, 'a transformers SAM hub id or folder, or tiny', demo='tiny')
-        mask_dir: str = ""  # for mask=folder: <mask_dir>/<shot path relative to the data root>.png, white = object
-        dilate: int = 4  # pixels the object mask grows by before use (at --resolution)
-        region: str = "auto"  # auto (from the prompt's attribute), background or object
-        inpaint_model: str = ""  # "" = the base model's modules; or a dedicated inpainting checkpoint
-        paste_back: bool = False  # copy the source's pixels back outside the edited region
+        mask_dir: str = option("", "for mask=folder: <mask_dir>/<shot path relative to the data root>.png, white = "
+                                   "object")
+        dilate: int = option(4, "pixels the object mask grows by before use (at --resolution)")
+        region: str = option("auto", "what the edit repaints: auto (from the prompt's attribute), background or object")
+        inpaint_model: str = option("", "a dedicated inpainting checkpoint (hub id or folder); empty: the base model's "
+                                        "modules")
+        paste_back: bool = option(False, "copy the source's pixels back outside the edited region after decoding")
 
         def __post_init__(self) -> None:
             super().__post_init__()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddcore.api import Filter, hookimpl
+from ddcore.api import Filter, hookimpl, option
 
 
 class MinContrast(Filter):
@@ -19,8 +19,8 @@ class MinContrast(Filter):
 
     @dataclass
     class Options:
-        min_std: float = 8.0
-        max_attempts_per_class: int = 1000
+        min_std: float = option(8.0, "keep an image only if its grey-level standard deviation (0-255) is at least this")
+        max_attempts_per_class: int = option(1000, "most images tried per class before the class stays short")
 
     def keep(self, images, items):
         return [float(np.asarray(image.convert("L"), dtype=np.float32).std()) >= self.options.min_std
