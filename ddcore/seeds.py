@@ -50,3 +50,13 @@ def classifier_epoch_seed(run_seed: int, epoch: int) -> list[int]:
 def validation_seed(run_seed: int) -> list[int]:
     """Which train images the classifier search holds out for validation (``default_rng``)."""
     return [run_seed, 7]
+
+
+def fewshot_seed(run_seed: int, label: int) -> list[int]:
+    """Which K train images of class ``label`` are the shots (``default_rng``, per class)."""
+    return [run_seed, label]
+
+
+def mix_decision_seed(step_seed: int) -> list[int]:
+    """Whether a classifier step mixes its batch (Mixup/CutMix), from the step's own seed."""
+    return [step_seed, 1]

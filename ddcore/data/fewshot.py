@@ -19,6 +19,7 @@ from ddcore.data.splits import parse_rows, read_json
 from ddcore.errors import DataError
 from ddcore.store import atomic_write_text, file_sha256
 from ddcore.records import Dataset, Sample
+from ddcore.seeds import fewshot_seed
 
 
 def sample_fewshot(dataset: Dataset, shots: int, seed: int) -> list[Sample]:
@@ -26,7 +27,7 @@ def sample_fewshot(dataset: Dataset, shots: int, seed: int) -> list[Sample]:
 
     Each class's images are sorted by path (relative to the data set root) before picking, so
     the listing order of ``dataset.train`` does not matter; the picks come from
-    ``numpy.random.default_rng([seed, label])``, independent per class. Every chosen image is
+    ``numpy.random.default_rng(fewshot_seed(seed, label))``, independent per class. Every chosen image is
     decoded so a corrupt shot fails now, with its file name, rather than mid-training.
 
     Returns:
@@ -55,7 +56,7 @@ def sample_fewshot(dataset: Dataset, shots: int, seed: int) -> list[Sample]:
                 f"class '{name}' has {len(pool)} training images, fewer than --shots {shots}; "
                 "lower --shots or add images"
             )
-        rng = np.random.default_rng([seed, label])
+        rng = np.random.default_rng(fewshot_seed(seed, label))
         picks = np.sort(rng.choice(len(pool), size=shots, replace=False))
         chosen.extend(pool[int(i)] for i in picks)
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ddcore.errors import ConfigError
 from ddcore.options import option
+from ddcore.seeds import mix_decision_seed
 from ddcore.records import Sample
 from ddcore.training.data import (AUGMENTATIONS, DecodedCache, EvalImages, TrainImages, cache_side,
                                   eval_transform, shared_memory_free, train_transform)
@@ -193,7 +194,7 @@ def _targets(images, labels, real, num_classes, options, seed):
     images, labels, real = images[order], labels[order], real[order]
     targets = soft_targets(labels, num_classes, options.label_smoothing)
     # Whether this batch is mixed: a draw of its own (the mix itself draws from seed + k).
-    if options.mix and np.random.default_rng([seed, 1]).random() < options.mix_prob:
+    if options.mix and np.random.default_rng(mix_decision_seed(seed)).random() < options.mix_prob:
         parts = [mix_batch(images[mask], targets[mask], options.mixup_alpha, options.cutmix_alpha, seed + k)
                  for k, mask in enumerate((~real, real)) if mask.any()]
         images, targets = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
