@@ -14,7 +14,7 @@ from rich.panel import Panel
 
 from ddcore.config import load_toml, parse_set, resolve
 from ddcore.search import parse_grid
-from ddcore.errors import DDError
+from ddcore.errors import DDError, PluginError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
@@ -120,7 +120,11 @@ def _config_from(params: dict[str, Any]):
     if params["search_grid"] is not None:
         cli["search_grid"], cli["search"] = parse_grid(params["search_grid"]), True
     file_values = load_toml(params["config"]) if params["config"] else {}
-    return resolve(file_values, cli)
+    try:  # `--dataset NAME` of the demo loader is the demo too
+        demo_dataset = get_plugins().default("dataset", "demo")
+    except PluginError:
+        demo_dataset = None
+    return resolve(file_values, cli, demo_dataset)
 
 
 def _explain(run_config) -> None:

@@ -17,7 +17,6 @@ from ddcore.errors import ConfigError
 from ddcore.kinds import METHOD_SETTINGS, SETTABLE_KINDS, TRAIN_ON
 from ddcore.options import parse_value
 
-DEFAULT_METHOD = "datadream-dset"
 # The paper (DataDream) adapts Stable Diffusion 2.1. Its 512 px "base" variant (not the 768 px
 # v-prediction model) matches the paper's 512 px LoRA training resolution. Stability AI removed
 # its SD 2.x repos from the hub in November 2025; sd2-community mirrors them unchanged.
@@ -34,12 +33,12 @@ class RunConfig:
     fewshot: str | None = None
     shots: int = 16
     seed: int = 0
-    method: str = DEFAULT_METHOD
+    method: str | None = None  # None: the method a plugin registers as the default (DataDream's dset)
     adapter: str | None = None
     prompt_builder: str | None = None
     generator: str | None = None
     filter: str | None = None
-    classifier: str = "clip-vitb16"
+    classifier: str | None = None  # None: the registered default classifier (CLIP ViT-B/16)
     base_model: str = DEFAULT_BASE_MODEL
     classifier_model: str | None = None  # None: the classifier plugin's own default
     images_per_class: int = 500
@@ -75,8 +74,8 @@ class RunConfig:
 # the plumbing end to end in a few minutes, not a benchmark. Stage options the demo needs
 # (fewer training steps, no augmentation of 32-pixel digits, tiny captioners) are each
 # stage's own: ``option(..., demo=...)`` on its Options.
+# The demo's data set is the one a plugin registers as the "demo" loader (scikit-learn's digits).
 DEMO_PROFILE: dict[str, Any] = {
-    "dataset": "digits",
     "shots": 16,
     "base_model": "tiny",
     "classifier_model": "tiny",
@@ -138,12 +137,13 @@ def merge_options(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return merged
 
 
-def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfig:
-    """Combine defaults, the demo profile (when no data is named), file and CLI values."""
+def resolve(file_values: dict[str, Any], cli_values: dict[str, Any], demo_dataset: str | None = None) -> RunConfig:
+    """Combine defaults, the demo profile (when no data is named), file and CLI values.
+    ``demo_dataset``: the demo loader's name, so ``--dataset`` naming it is the demo too."""
     explicit = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
     explicit_options = merge_options(file_values.get("options", {}), cli_values.get("options") or {})
     explicit.pop("options", None)
-    demo = explicit.get("data") is None and explicit.get("split") is None and explicit.get("dataset") in (None, "digits")
+    demo = explicit.get("data") is None and explicit.get("split") is None and explicit.get("dataset") in (None, demo_dataset)
     base = dict(DEMO_PROFILE) if demo else {}
     values = {**base, **explicit}
     unknown = set(values) - FIELDS

@@ -12,7 +12,11 @@ Registration hooks receive a ``register`` callback, in the style of ``llm``::
     def register_filters(register):
         register("sharpness", SharpnessFilter, description="drops blurry images")
 
-``register(name, factory, description="")`` adds one named entry of that kind. ``factory`` is
+``register(name, factory, description="", default=False)`` adds one named entry of that kind;
+``default=True`` makes it the kind's default (the classifier a run uses when none is named, the
+adapter a ``Method`` gets when it names none, ...), and for data sets ``default="demo"``,
+``"folder"`` or ``"split"`` the loader used with no ``--data``, with ``--data`` alone, or with
+``--split``. Two plugins claiming one default is an error naming both. ``factory`` is
 a stage class (see ``ddcore.stages``) whose nested ``Options`` dataclass declares the settings
 users can change with ``--set <kind>.<option>=VALUE``. Names are global per kind: two plugins
 registering the same name is an error naming both.

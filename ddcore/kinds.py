@@ -16,6 +16,9 @@ class Kind:
     hook: str  # the registration hook (ddcore.hookspecs)
     flag: str  # the CLI flag choosing one (also how errors and tables name the kind)
     settable: bool = True  # has options a user sets with --set KIND.OPTION / a [KIND] table
+    # The defaults a plugin may register for the kind (``register(..., default=ROLE)``): the
+    # core asks for them by role and names no plugin itself.
+    roles: tuple[str, ...] = ("default",)
 
     @property
     def label(self) -> str:
@@ -28,7 +31,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("generator", "register_generators", "--generator"),
     Kind("filter", "register_filters", "--filter"),
     Kind("classifier", "register_classifiers", "--classifier"),
-    Kind("dataset", "register_datasets", "--dataset"),
+    # demo: no --data and no --split (the offline demo); folder: --data alone; split: --split.
+    Kind("dataset", "register_datasets", "--dataset", roles=("demo", "folder", "split")),
     Kind("method", "register_methods", "--method", settable=False),
 )}
 
@@ -37,6 +41,8 @@ STAGE_KINDS = ("adapter", "prompt_builder", "generator", "filter", "classifier")
 # The kinds whose options ``--set`` reaches.
 SETTABLE_KINDS = tuple(name for name, kind in KINDS.items() if kind.settable)
 ALL_KINDS = tuple(KINDS)
+
+DEFAULT = "default"  # the role of a kind's default (``register(..., default=True)``)
 
 # Which data a classifier trains on; "none" is zero-shot.
 TRAIN_ON = ("real+synthetic", "synthetic", "real", "none")

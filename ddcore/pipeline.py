@@ -35,7 +35,7 @@ FEWSHOT_FILE = "fewshot.json"
 def load_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
     """The data set a config names: ``--dataset``, else a CoOp split file, an image folder, or
     the built-in digits."""
-    name = config.dataset or ("coop-split" if config.split else "imagefolder" if config.data else "digits")
+    name = dataset_name(config, plugins)
     data = Path(config.data).expanduser() if config.data else None
     split = Path(config.split).expanduser() if config.split else None
     return plugins.create("dataset", name, stage_options(config, plugins.get("dataset", name).factory, "dataset"))\
@@ -51,6 +51,21 @@ def stage_options(config: RunConfig, stage_cls: type[Stage], kind: str,
     demo = demo_values(stage_cls.Options) if config.demo else {}
     soft = {k: v for k, v in config.soft_stage_options(kind).items() if k in fields}
     return {**(preset or {}), **demo, **soft, **config.stage_options(kind)}
+
+
+def dataset_name(config: RunConfig, plugins: Plugins) -> str:
+    """``--dataset``, else the loader registered for what is given: ``--split``, ``--data``, or
+    nothing (the demo)."""
+    return config.dataset or plugins.default("dataset", "split" if config.split else "folder" if config.data else "demo")
+
+
+def with_defaults(config: RunConfig, plugins: Plugins) -> RunConfig:
+    """``config`` with the method, classifier and data set loader it leaves open set to the
+    registered defaults (so run.json names them)."""
+    filled = {kind: plugins.default(kind) for kind in ("method", "classifier") if getattr(config, kind) is None}
+    if config.dataset is None:
+        filled["dataset"] = dataset_name(config, plugins)
+    return dataclasses.replace(config, **filled)
 
 
 def check_pairing(choices: dict[str, str | None], stages: dict[str, Stage]) -> None:
@@ -87,6 +102,7 @@ class Run:
                  dataset: Dataset | None = None) -> None:
         self.plugins = plugins or Plugins()
         self.reporter = reporter
+        config = with_defaults(config, self.plugins)
         self.method = self.plugins.method(config.method)
         self.config = config = with_method_settings(config, self.method.settings)
         self._external: tuple[list[Sample], str] | None = None  # the --synthetic folder, once read

@@ -26,9 +26,9 @@ import pluggy
 
 from ddcore import hookspecs
 from ddcore.errors import PluginError
-from ddcore.kinds import ALL_KINDS, KINDS
+from ddcore.kinds import ALL_KINDS, DEFAULT, KINDS, STAGE_KINDS
 from ddcore.options import build_options, parse_value  # noqa: F401  (parse_value: an older import path)
-from ddcore.stages import BASES, Method, Stage
+from ddcore.stages import BASES, UNSET, Method, Stage
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 DISABLE_ENV = "DD_DISABLE_PLUGINS"
@@ -76,6 +76,7 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self._registries: dict[str, dict[str, Entry]] | None = None
+        self._defaults: dict[str, dict[str, Entry]] = {}  # kind -> role -> the entry registered for it
         if load_entry_points:
             self._load_entry_points()
 
@@ -155,6 +156,7 @@ class Plugins:
 
     def _collect(self) -> dict[str, dict[str, Entry]]:
         registries: dict[str, dict[str, Entry]] = {kind: {} for kind in ALL_KINDS}
+        self._defaults = {kind: {} for kind in ALL_KINDS}
         for kind in ALL_KINDS:
             hook_name = KINDS[kind].hook
             # Each implementation is called on its own, so every name knows its plugin.
@@ -167,11 +169,19 @@ class Plugins:
                     raise
                 except Exception as exc:
                     info.status, info.error = "broken", f"{hook_name} raised {type(exc).__name__}: {exc}"
+        # A method that leaves a stage to the default gets the registered one, now that all are in.
+        for entry in registries["method"].values():
+            entry.factory = entry.factory.with_defaults(
+                {kind: self._defaults[kind][DEFAULT].name for kind in STAGE_KINDS if DEFAULT in self._defaults[kind]})
         return registries
 
     def _register_callback(self, kind: str, registry: dict[str, Entry], info: PluginInfo) -> Callable:
-        def register(name: str, factory: Any, description: str = "") -> None:
+        def register(name: str, factory: Any, description: str = "", default: bool | str = False) -> None:
             _check_factory(kind, name, factory, info)
+            role = DEFAULT if default is True else default or None
+            if role is not None and role not in KINDS[kind].roles:
+                raise PluginError(f"plugin '{info.name}' registered {kind} '{name}' with default={default!r}; "
+                                  f"a {kind} can be the default for {', '.join(map(repr, KINDS[kind].roles))}")
             if name in registry:
                 other = registry[name]
                 raise PluginError(
@@ -181,6 +191,14 @@ class Plugins:
                 )
             doc = description or _first_doc_line(factory)
             registry[name] = Entry(kind, name, factory, info.name, info.distribution, info.version, doc)
+            if role is not None:
+                if role in self._defaults[kind]:
+                    other = self._defaults[kind][role]
+                    raise PluginError(
+                        f"two plugins register the {role} {kind}: '{other.name}' (plugin '{other.plugin}', "
+                        f"{other.distribution}) and '{name}' (plugin '{info.name}', {info.distribution}); "
+                        f"uninstall one, or switch one off with {DISABLE_ENV}=<plugin name>")
+                self._defaults[kind][role] = registry[name]
 
         return register
 
@@ -193,12 +211,22 @@ class Plugins:
         registry = self.registries[kind]
         if name in registry:
             return registry[name]
+        if name == UNSET:  # a method left the stage to a default no installed plugin provides
+            self.default(kind)
         available = ", ".join(sorted(registry)) or "none"
         close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         broken = [i.name for i in self.broken]
         broken_note = f" (plugins that failed to load: {', '.join(broken)}; see `dd plugins`)" if broken else ""
         raise PluginError(f"unknown {KINDS[kind].label} '{name}'; available: {available}{hint}{broken_note}")
+
+    def default(self, kind: str, role: str = DEFAULT) -> str:
+        """The name a plugin registered as the ``role`` default of ``kind``."""
+        entry = self.registries and self._defaults[kind].get(role)
+        if not entry:
+            raise PluginError(f"no installed plugin provides the {role} {kind}; name one with {KINDS[kind].flag} "
+                              f"(see `dd plugins`)")
+        return entry.name
 
     def method(self, name: str) -> Method:
         return self.get("method", name).factory

@@ -11,6 +11,7 @@ Plugin authors import all of this from ``ddcore.api``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -232,19 +233,24 @@ class TrainingData:
     real_weight: float = 0.8
 
 
+# A Method's stage left to the kind's default (the plugin registered with ``default=True``).
+UNSET = "<default>"
+
+
 @dataclass(frozen=True)
 class Method:
-    """A named preset of stage choices. ``generator=None`` means no synthetic data;
+    """A named preset of stage choices. A stage it leaves ``UNSET`` is the kind's registered
+    default (``register(..., default=True)``); ``generator=None`` means no synthetic data;
     ``train_on`` says which data the classifier sees (``"none"``: zero-shot).
     ``options`` are default stage options, keyed ``"<kind>.<option>"``; ``dataset_options``
     are more of them for one data set (``{"imagenet": {"adapter.epochs": 100}}``), over
     ``options``. ``settings`` are run settings of ``METHOD_SETTINGS`` (``{"steps": 20}``).
     ``protocol`` is the method's table of settings against its paper and official code."""
 
-    adapter: str = "none"
-    prompt_builder: str = "template"
-    generator: str | None = "txt2img"
-    filter: str = "none"
+    adapter: str = UNSET
+    prompt_builder: str = UNSET
+    generator: str | None = UNSET
+    filter: str = UNSET
     train_on: str = "real+synthetic"
     options: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -258,6 +264,13 @@ class Method:
         unknown = sorted(set(self.settings) - set(METHOD_SETTINGS))
         if unknown:
             raise ValueError(f"method settings can be {', '.join(METHOD_SETTINGS)}, not {', '.join(unknown)}")
+
+    def with_defaults(self, defaults: dict[str, str]) -> "Method":
+        """The preset with every stage it leaves ``UNSET`` taken from ``defaults`` (kind ->
+        name: what plugins registered with ``default=True``)."""
+        chosen = {kind: defaults[kind] for kind in STAGE_KINDS
+                  if kind in defaults and getattr(self, kind, None) == UNSET}
+        return dataclasses.replace(self, **chosen) if chosen else self
 
     def preset_options(self, kind: str, dataset: str) -> dict[str, Any]:
         """The preset's options for stage ``kind`` on data set ``dataset``."""

@@ -108,3 +108,51 @@ def test_every_built_in_option_has_a_description():
                for name, entry in registry.items() for f in dataclasses.fields(entry.factory.Options)
                if not f.metadata.get("help")]
     assert missing == []
+
+
+def test_the_core_names_no_built_in_plugin():
+    """Defaults are registered by the plugins (``register(..., default=True)``); the core asks
+    for them by role. "none" is exempt: it is also a --train-on value."""
+    from ddcore.plugins import Plugins
+
+    names = {name for registry in Plugins().registries.values() for name in registry} - {"none"}
+    assert {"datadream-dset", "clip-vitb16", "digits", "txt2img", "template"} <= names
+    # Words that are also plugin names but mean something else where they stand.
+    other_meanings = {
+        ("ddcore/quality_report.py", "clip"),  # the set-quality feature space (--features clip)
+        ("ddcore/report.py", "zero-shot"),  # the label of --train-on none in the tables
+        ("ddcore/doctor.py", "timm"), ("ddcore/compat.py", "timm"),  # the PyPI package
+        ("ddcore/data/digits.py", "digits"),  # the folder the digits are written to
+    }
+    found = []
+    for path in (ROOT / "ddcore").rglob("*.py"):
+        where = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+                    and (where, node.value) not in other_meanings):
+                found.append(f"{where}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
+def test_defaults_come_from_the_plugins_that_register_them():
+    from ddcore.errors import PluginError
+    from ddcore.plugins import Plugins
+    from ddcore.stages import UNSET, Method
+
+    plugins = Plugins()
+    assert (plugins.default("method"), plugins.default("classifier")) == ("datadream-dset", "clip-vitb16")
+    assert [plugins.default("dataset", r) for r in ("demo", "folder", "split")] == ["digits", "imagefolder",
+                                                                                      "coop-split"]
+    # A method naming no stage gets the registered defaults.
+    assert Method().adapter == UNSET and plugins.method("issynth").adapter == "none"
+
+    from ddcore.hookspecs import hookimpl
+
+    class Second:
+        @hookimpl
+        def register_methods(self, register):
+            register("mine", Method(), default=True)
+
+    plugins.register(Second(), name="second")
+    with pytest.raises(PluginError, match="two plugins register the default method: 'datadream-dset'.*'mine'"):
+        plugins.registries  # noqa: B018

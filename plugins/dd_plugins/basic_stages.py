@@ -22,9 +22,9 @@ class KeepAll(Filter):
 
 @hookimpl
 def register_adapters(register):
-    register("none", NoAdapter)
+    register("none", NoAdapter, default=True)
 
 
 @hookimpl
 def register_filters(register):
-    register("none", KeepAll)
+    register("none", KeepAll, default=True)

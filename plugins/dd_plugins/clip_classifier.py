@@ -263,4 +263,4 @@ PRESETS = {
 @hookimpl
 def register_classifiers(register):
     for name, factory in PRESETS.items():
-        register(name, factory)
+        register(name, factory, default=name == "clip-vitb16")  # the paper's classifier

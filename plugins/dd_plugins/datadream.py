@@ -217,7 +217,7 @@ def register_methods(register):
         adapter="datadream-dset", options=dict(PROMPTS),
         dataset_options={"imagenet": {"adapter.epochs": 100}},  # Sec. 4.1: 100 epochs on ImageNet
         protocol=PROTOCOLS["datadream-dset"],
-        description="DataDream, one adapter for the data set"))
+        description="DataDream, one adapter for the data set"), default=True)
     register("datadream-cls", Method(
         adapter="datadream-cls", options=dict(PROMPTS), protocol=PROTOCOLS["datadream-cls"],
         description="DataDream, one adapter per class"))

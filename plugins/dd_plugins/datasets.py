@@ -36,6 +36,6 @@ class Digits(DatasetSource):
 
 @hookimpl
 def register_datasets(register):
-    register("imagefolder", ImageFolder)
-    register("coop-split", CoopSplit)
-    register("digits", Digits)
+    register("imagefolder", ImageFolder, default="folder")
+    register("coop-split", CoopSplit, default="split")
+    register("digits", Digits, default="demo")

@@ -34,4 +34,4 @@ class TemplatePrompts(PromptBuilder):
 
 @hookimpl
 def register_prompt_builders(register):
-    register("template", TemplatePrompts)
+    register("template", TemplatePrompts, default=True)

@@ -79,4 +79,4 @@ class Txt2Img(Generator):
 
 @hookimpl
 def register_generators(register):
-    register("txt2img", Txt2Img)
+    register("txt2img", Txt2Img, default=True)
