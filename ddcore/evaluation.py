@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ddcore.plots import figure_png
 from ddcore.records import Dataset, Sample
 from ddcore.store import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -138,8 +139,4 @@ def confusion_png(confusion: np.ndarray, classnames: list[str]) -> bytes:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"confusion matrix ({int(confusion.sum())} test images)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

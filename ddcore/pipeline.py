@@ -33,13 +33,12 @@ FEWSHOT_FILE = "fewshot.json"
 
 
 def load_dataset(config: RunConfig, plugins: Plugins) -> Dataset:
-    """The data set a config names: ``--dataset``, else a CoOp split file, an image folder, or
-    the built-in digits."""
+    """The data set a config names (``dataset_name``), loaded with its ``--set dataset.*`` options."""
     name = dataset_name(config, plugins)
     data = Path(config.data).expanduser() if config.data else None
     split = Path(config.split).expanduser() if config.split else None
-    return plugins.create("dataset", name, stage_options(config, plugins.get("dataset", name).factory, "dataset"))\
-        .load(data, split)
+    source = plugins.create("dataset", name, stage_options(config, plugins.get("dataset", name).factory, "dataset"))
+    return source.load(data, split)
 
 
 def stage_options(config: RunConfig, stage_cls: type[Stage], kind: str,

@@ -11,16 +11,17 @@ from __future__ import annotations
 import csv
 import html
 import io
-import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ddcore import plots
+# fd_png, scaling_png, quality_classes, STUDY_LABELS: also imported from here (ddcore.quality_report: fd_png)
+from ddcore.plots import STUDY_LABELS, _number, _unique, fd_png, quality_classes, scaling_png  # noqa: F401
 from ddcore.store import atomic_write_bytes
 
 INDEX = "index.html"
@@ -39,23 +40,11 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 SETTING_LABELS = {"none": "zero-shot", "synthetic": "synthetic", "real": "real", "real+synthetic": "real + synthetic"}
 METRICS = (("top1", "top-1 (%)"), ("mean_per_class", "mean per-class (%)"))
 QUALITY_EXTRA = ("precision", "recall", "density", "coverage")
-STUDY_LABELS = {"images_per_class": "synthetic images per class", "shots": "real shots per class"}
 
 
 # ---------------------------------------------------------------------------------------------
 # The table, shared by the HTML, the markdown and the CSV
 # ---------------------------------------------------------------------------------------------
-
-def _number(value: Any) -> float | None:
-    """A finite float, or None for a missing or NaN value."""
-    if value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
 
 def percent(mean: Any, std: Any = None) -> str:
     """``"71.2 ± 0.4"`` from fractions (0..1); ``"71.2"`` without a std; ``"–"`` when missing."""
@@ -150,154 +139,13 @@ def table_csv(rows: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plots (matplotlib Agg, PNG bytes)
+# Plots: ddcore.plots draws them (PNG bytes); the Table 1 groups and labels come from here
 # ---------------------------------------------------------------------------------------------
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    plt = _pyplot()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
-def _colours(n: int) -> list:
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(values))
-
 
 def accuracy_png(rows: list[dict]) -> bytes:
     """Top-1 per method (x) and classifier (bar), one panel per Table 1 group, error bars =
     std over seeds."""
-    import numpy as np
-
-    plt = _pyplot()
-    groups = grouped_rows(rows)
-    classifiers = _unique(str(r.get("classifier", "")) for r in rows)
-    colours = _colours(len(classifiers))
-    widths = [max(3.0, 1.0 + 0.45 * len(classifiers) * len(_unique(_bar_label(r, m) for r in m)))
-              for _, m in groups]
-    fig, axes = plt.subplots(1, len(groups), figsize=(min(22.0, sum(widths) + 1.5), 4.6), squeeze=False,
-                             gridspec_kw={"width_ratios": widths}, sharey=True)
-    for ax, (group, members) in zip(axes[0], groups):
-        labels = _unique(_bar_label(r, members) for r in members)
-        width = 0.8 / max(1, len(classifiers))
-        x = np.arange(len(labels))
-        for c, classifier in enumerate(classifiers):
-            means, stds = [], []
-            for label in labels:
-                row = next((r for r in members if _bar_label(r, members) == label
-                            and str(r.get("classifier", "")) == classifier), None)
-                mean = _number(row.get("top1_mean")) if row else None
-                std = _number(row.get("top1_std")) if row else None
-                means.append(np.nan if mean is None else 100 * mean)
-                stds.append(0.0 if std is None else 100 * std)
-            offset = (c - (len(classifiers) - 1) / 2) * width
-            bars = ax.bar(x + offset, means, width, yerr=stds, capsize=3, color=colours[c],
-                          label=classifier, error_kw={"elinewidth": 1})
-            for bar, mean, std in zip(bars, means, stds):
-                if not np.isnan(mean):
-                    ax.annotate(f"{mean:.1f}", (bar.get_x() + bar.get_width() / 2, mean + std), xytext=(0, 2),
-                                textcoords="offset points", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, labels, rotation=20 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center",
-                      fontsize=8)
-        ax.set_title(group)
-        ax.set_ylim(0, 105)
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    axes[0][0].set_ylabel("top-1 accuracy (%), mean ± std over seeds")
-    if len(classifiers) > 1 or classifiers != [""]:
-        axes[0][-1].legend(title="classifier", fontsize=8, title_fontsize=8, loc="lower right")
-    return _png(fig)
-
-
-def _bar_label(row: dict, members: list[dict]) -> str:
-    """The method; with its training data when the method appears with two settings in a group."""
-    method = str(row.get("method", ""))
-    settings = {str(r.get("setting")) for r in members if str(r.get("method", "")) == method}
-    if len(settings) > 1:
-        return f"{method} ({SETTING_LABELS.get(str(row.get('setting')), row.get('setting'))})"
-    return method
-
-
-def quality_classes(quality: dict[str, dict[str, dict]]) -> list[str]:
-    return _unique(c for per_class in quality.values() for c in per_class if c != "all")
-
-
-def fd_png(quality: dict[str, dict[str, dict]]) -> bytes:
-    """Figure 4 of the paper: per class a group of bars, one per method (Fréchet distance of
-    the method's synthetic images to the real ones; lower is closer). Missing values say n/a."""
-    import numpy as np
-
-    plt = _pyplot()
-    methods = list(quality)
-    classes = quality_classes(quality)
-    colours = _colours(len(methods))
-    width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(min(24.0, max(6.0, 0.35 * len(methods) * len(classes) + 2.5)), 4.6))
-    x = np.arange(len(classes))
-    values = [[_number((quality[m].get(c) or {}).get("fd")) for c in classes] for m in methods]
-    top = max([v for vs in values for v in vs if v is not None], default=1.0)
-    for i, method in enumerate(methods):
-        offset = (i - (len(methods) - 1) / 2) * width
-        heights = [np.nan if v is None else v for v in values[i]]
-        ax.bar(x + offset, heights, width, color=colours[i], label=method)
-        for xi, v in zip(x, values[i]):
-            if v is None:
-                ax.text(xi + offset, top * 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7,
-                        color="0.35")
-    ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center",
-                  fontsize=8)
-    ax.set_ylabel("Fréchet distance to the real images (lower is closer)")
-    ax.set_title("per-class Fréchet distance")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.legend(title="method", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _png(fig)
-
-
-def scaling_png(study: str, rows: list[dict]) -> bytes:
-    """Top-1 against the study's x (images per class or shots), a line per method and
-    classifier, error bars = std over seeds."""
-    plt = _pyplot()
-    lines = _unique(f"{r.get('method', '')} · {r.get('classifier', '')}" for r in rows)
-    colours = _colours(len(lines))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    xs_all: set[float] = set()
-    for colour, line in zip(colours, lines):
-        points = sorted((r for r in rows if f"{r.get('method', '')} · {r.get('classifier', '')}" == line),
-                        key=lambda r: float(r.get("x", 0)))
-        points = [r for r in points if _number(r.get("top1_mean")) is not None]
-        xs = [float(r["x"]) for r in points]
-        xs_all.update(xs)
-        ax.errorbar(xs, [100 * _number(r["top1_mean"]) for r in points],
-                    yerr=[100 * (_number(r.get("top1_std")) or 0.0) for r in points],
-                    marker="o", capsize=3, color=colour, label=line)
-    if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 8:
-        ax.set_xscale("log")
-    ax.set_xticks(sorted(xs_all), [f"{x:g}" for x in sorted(xs_all)])
-    ax.minorticks_off()
-    ax.set_xlabel(STUDY_LABELS.get(study, study))
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"scaling: {STUDY_LABELS.get(study, study)}")
-    ax.grid(alpha=0.3)
-    ax.legend(title="method · classifier", fontsize=8, title_fontsize=8)
-    return _png(fig)
+    return plots.accuracy_png(rows, grouped_rows(rows), SETTING_LABELS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,14 @@ def test_import_contracts_hold():
     result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert result.stdout.count("KEPT") == 3
+    # The plugins' contract forbids every core module but the API: a new module must be added.
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    forbidden = set(next(c for c in contracts if c.get("source_modules") == ["dd_plugins"])["forbidden_modules"])
+    core = {f"ddcore.{p.stem}" for p in (ROOT / "ddcore").iterdir()
+            if (p.suffix == ".py" or (p / "__init__.py").is_file()) and not p.name.startswith("__")}
+    assert forbidden == core - {"ddcore.api"}
 
 
 def test_every_api_name_resolves_and_the_version_is_declared():

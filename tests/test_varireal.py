@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import dd_plugins.varireal as vr
+import dd_plugins.varireal_prompts as vrp
 from conftest import FAST, config_for
 from ddcore.data.images import load_rgb
 from ddcore.errors import ConfigError, DataError, DDError, ModelNotFoundError
@@ -126,7 +127,7 @@ def test_tiny_text_model_runs_offline_caches_and_fills_up(tiny_folder, tmp_path,
     def fail(*a, **k):
         raise AssertionError("the model was asked again")
 
-    monkeypatch.setattr(vr, "load_text_generator", fail)
+    monkeypatch.setattr(vrp, "load_text_generator", fail)
     assert infos(prompts_for(tiny_folder, tmp_path / "a", *extra)[1]) == infos(first)
 
     name = run.dataset.class_dirs[0]  # the folder name: "_" for " " is still the class
@@ -135,7 +136,7 @@ def test_tiny_text_model_runs_offline_caches_and_fills_up(tiny_folder, tmp_path,
         def ask(self, question, max_new_tokens):
             return f'1. A sunny beach.\n2. a sunny beach\n- "a desert", a {name.upper()} garage\n\n'
 
-    monkeypatch.setattr(vr, "load_text_generator", lambda *a, **k: Fake())
+    monkeypatch.setattr(vrp, "load_text_generator", lambda *a, **k: Fake())
     _, prompts = prompts_for(tiny_folder, tmp_path / "b", "--set", "prompt_builder.text_model=tiny",
                              "--set", "prompt_builder.values=4")
     assert [(p.info["value"], p.info["value_source"]) for p in prompts[0]] == [
