@@ -299,6 +299,55 @@ def timed_generation(run: Any, device: str) -> tuple[float, float, Any]:
     return seconds, clock["setup_s"], synthetic
 
 
+def time_generation(ours: Any, plain: Any, args: argparse.Namespace, total: int, warm_up: bool = True) -> dict:
+    """Both sides' ``generate()`` (each returns ``total_s`` and ``setup_s``, the pipeline load):
+    a warm-up unless ``warm_up=False`` (the caller did its own), then ``args.repeats`` timed runs,
+    alternating which side goes first. Returns the per-side summaries (images/s with and without
+    the load) and the ratios ours/plain."""
+    if warm_up:
+        for side in (ours, plain):
+            torch.manual_seed(args.seed)
+            side.generate()
+    runs: dict[str, list[dict]] = {"ours": [], "plain": []}
+    for r in range(args.repeats):
+        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
+        for name, side in order:
+            torch.manual_seed(args.seed + r)
+            res = side.generate()
+            runs[name].append(res)
+            print(f"  repeat {r + 1}: {name:5s} {res['total_s']:.3f} s ({total / res['total_s']:.3f} images/s; "
+                  f"pipeline load {res['setup_s']:.3f} s)")
+    result: dict[str, Any] = {}
+    for name in ("ours", "plain"):
+        s = summary([x["total_s"] for x in runs[name]])
+        s["images_per_s_median"] = total / s["median_s"]
+        s["images_per_s_best"] = total / s["best_s"]
+        s["load_median_s"] = summary([x["setup_s"] for x in runs[name]])["median_s"]
+        s["images_per_s_excluding_load_median"] = total / summary(
+            [x["total_s"] - x["setup_s"] for x in runs[name]])["median_s"]
+        result[name] = s
+    o, p = result["ours"], result["plain"]
+    result["ratio_time_median"] = ratio(o["median_s"], p["median_s"])
+    result["ratio_time_best"] = ratio(o["best_s"], p["best_s"])
+    result["ratio_time_excluding_load_median"] = ratio(p["images_per_s_excluding_load_median"],
+                                                       o["images_per_s_excluding_load_median"])
+    result["ratio_load_median"] = ratio(o["load_median_s"], p["load_median_s"])
+    return result
+
+
+def generation_rows(result: dict, total: int) -> list[list[Any]]:
+    """The table rows of a ``time_generation`` result."""
+    o, p = result["ours"], result["plain"]
+    return [
+        ["images/s (median)", o["images_per_s_median"], p["images_per_s_median"], result["ratio_time_median"]],
+        ["images/s (best)", o["images_per_s_best"], p["images_per_s_best"], result["ratio_time_best"]],
+        [f"s for {total} images (median)", o["median_s"], p["median_s"], result["ratio_time_median"]],
+        ["  pipeline load s (median)", o["load_median_s"], p["load_median_s"], result["ratio_load_median"]],
+        ["  images/s without the load", o["images_per_s_excluding_load_median"],
+         p["images_per_s_excluding_load_median"], result["ratio_time_excluding_load_median"]],
+    ]
+
+
 def summary(times: list[float]) -> dict[str, Any]:
     return {"times_s": [round(t, 4) for t in times], "median_s": statistics.median(times), "best_s": min(times)}
 

@@ -120,44 +120,8 @@ def main() -> None:
 
     ours = Ours(args, base, data, work)
     plain = Plain(args, base, work, ours.plan())
-    for side in (ours, plain):  # warm-up
-        torch.manual_seed(args.seed)
-        side.generate()
-    runs = {"ours": [], "plain": []}
-    for r in range(args.repeats):
-        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
-        for name, side in order:
-            torch.manual_seed(args.seed + r)
-            result = side.generate()
-            runs[name].append(result)
-            print(f"  repeat {r + 1}: {name:5s} {result['total_s']:.3f} s ({total / result['total_s']:.2f} images/s; "
-                  f"pipeline load {result['setup_s']:.3f} s)")
-
-    result = {}
-    for name in ("ours", "plain"):
-        s = C.summary([x["total_s"] for x in runs[name]])
-        s["images_per_s_median"] = total / s["median_s"]
-        s["images_per_s_best"] = total / s["best_s"]
-        load = C.summary([x["setup_s"] for x in runs[name]])
-        s["load_median_s"] = load["median_s"]
-        rest = [x["total_s"] - x["setup_s"] for x in runs[name]]
-        s["images_per_s_excluding_load_median"] = total / C.summary(rest)["median_s"]
-        result[name] = s
-    result["ratio_time_median"] = C.ratio(result["ours"]["median_s"], result["plain"]["median_s"])
-    result["ratio_time_best"] = C.ratio(result["ours"]["best_s"], result["plain"]["best_s"])
-    result["ratio_time_excluding_load_median"] = C.ratio(result["plain"]["images_per_s_excluding_load_median"],
-                                                         result["ours"]["images_per_s_excluding_load_median"])
-    result["ratio_load_median"] = C.ratio(result["ours"]["load_median_s"], result["plain"]["load_median_s"])
-
-    o, p = result["ours"], result["plain"]
-    rows = [
-        ["images/s (median)", o["images_per_s_median"], p["images_per_s_median"], result["ratio_time_median"]],
-        ["images/s (best)", o["images_per_s_best"], p["images_per_s_best"], result["ratio_time_best"]],
-        [f"s for {total} images (median)", o["median_s"], p["median_s"], result["ratio_time_median"]],
-        ["  pipeline load s (median)", o["load_median_s"], p["load_median_s"], result["ratio_load_median"]],
-        ["  images/s without the load", o["images_per_s_excluding_load_median"],
-         p["images_per_s_excluding_load_median"], result["ratio_time_excluding_load_median"]],
-    ]
+    result = C.time_generation(ours, plain, args, total)
+    rows = C.generation_rows(result, total)
     C.print_table(f"Generation: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,
                   note="ratio < 1: ours is faster")
     C.write_json(args.out, {

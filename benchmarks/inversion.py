@@ -488,44 +488,14 @@ def bench_sample(args, base: Path, data: Path, work: Path) -> dict:
           f"(largest pixel difference {check['max_abs_pixel_diff']})")
     for first in (first_ours, first_plain):
         shutil.rmtree(first["images"], ignore_errors=True)
-    runs = {"ours": [], "plain": []}
-    for r in range(args.repeats):
-        order = (("ours", ours), ("plain", plain)) if r % 2 == 0 else (("plain", plain), ("ours", ours))
-        for name, side in order:
-            torch.manual_seed(args.seed + r)
-            res = side.generate()
-            runs[name].append(res)
-            print(f"  repeat {r + 1}: {name:5s} {res['total_s']:.3f} s ({total / res['total_s']:.3f} images/s; "
-                  f"pipeline load {res['setup_s']:.3f} s)")
-    result = {"images_check": check}
-    for name in ("ours", "plain"):
-        s = C.summary([x["total_s"] for x in runs[name]])
-        s["images_per_s_median"] = total / s["median_s"]
-        s["images_per_s_best"] = total / s["best_s"]
-        s["load_median_s"] = C.summary([x["setup_s"] for x in runs[name]])["median_s"]
-        s["images_per_s_excluding_load_median"] = total / C.summary(
-            [x["total_s"] - x["setup_s"] for x in runs[name]])["median_s"]
-        result[name] = s
-    o, p = result["ours"], result["plain"]
-    result["ratio_time_median"] = C.ratio(o["median_s"], p["median_s"])
-    result["ratio_time_best"] = C.ratio(o["best_s"], p["best_s"])
-    result["ratio_time_excluding_load_median"] = C.ratio(p["images_per_s_excluding_load_median"],
-                                                         o["images_per_s_excluding_load_median"])
-    result["ratio_load_median"] = C.ratio(o["load_median_s"], p["load_median_s"])
+    result = {"images_check": check, **C.time_generation(ours, plain, args, total, warm_up=False)}
     if not args.no_memory:
         (work / "plan.json").write_text(json.dumps({  # for the plain probe
             "adapter_dir": str(ours.adapter_dir), "plan": [[dataclasses.asdict(it) for it in items] for items in plan]}))
         del ours, plain
         for name in ("ours", "plain"):
             result[name]["memory"] = memory(args, f"{name}-sample", work)
-    rows = [
-        ["images/s (median)", o["images_per_s_median"], p["images_per_s_median"], result["ratio_time_median"]],
-        ["images/s (best)", o["images_per_s_best"], p["images_per_s_best"], result["ratio_time_best"]],
-        [f"s for {total} images (median)", o["median_s"], p["median_s"], result["ratio_time_median"]],
-        ["  pipeline load s (median)", o["load_median_s"], p["load_median_s"], result["ratio_load_median"]],
-        ["  images/s without the load", o["images_per_s_excluding_load_median"],
-         p["images_per_s_excluding_load_median"], result["ratio_time_excluding_load_median"]],
-    ]
+    rows = C.generation_rows(result, total)
     if not args.no_memory:
         rows += memory_rows(args, result)
     C.print_table(f"Sampling: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,

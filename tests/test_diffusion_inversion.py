@@ -233,21 +233,20 @@ def test_one_line_errors_for_the_wrong_adapter_or_generator(trained, tiny_folder
     assert (method.adapter, method.prompt_builder, method.generator, method.filter, method.train_on) == (
         "diffusion-inversion", "template", "diffusion-inversion", "none", "real+synthetic")
     assert "Zhou et al" in method.description
-    # txt2img cannot use the embeddings (same out folder: the adapter is reused, not retrained).
-    txt2img = Run(config_for(tiny_folder, run.out, "--method", "diffusion-inversion", *ADAPTER,
-                                 "--generator", "txt2img"))
-    txt2img.prepare()
-    assert txt2img.adapter_dir() == folder
+    # txt2img cannot use the embeddings, and the generator needs its adapter: both pairings fail
+    # when the run is built, before any training (Adapter.generators / Generator.adapters).
     with pytest.raises(ConfigError) as error:
-        txt2img.generate()
-    assert "--generator diffusion-inversion" in str(error.value) and "\n" not in str(error.value)
-    # The generator without the adapter.
-    bare = Run(config_for(tiny_folder, tmp_path / "bare", "--method", "diffusion-inversion", *GENERATOR,
-                              "--adapter", "none"))
-    bare.prepare()
+        Run(config_for(tiny_folder, tmp_path / "t2i", "--method", "diffusion-inversion", *ADAPTER,
+                       "--generator", "txt2img"))
+    assert "--generator diffusion-inversion, not 'txt2img'" in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(ConfigError) as error:
-        bare.generate()
-    assert "--adapter diffusion-inversion" in str(error.value) and "\n" not in str(error.value)
+        Run(config_for(tiny_folder, tmp_path / "bare", "--method", "diffusion-inversion", *GENERATOR,
+                       "--adapter", "none"))
+    assert "--adapter diffusion-inversion, not 'none'" in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "t2i").exists() and not (tmp_path / "bare").exists()
+    # A stage used on its own still refuses with a line of its own.
+    with pytest.raises(ConfigError, match="--generator diffusion-inversion"):
+        run.stages["adapter"].load_into(run.context, None, folder)
     # Embeddings learned on another base model.
     other = dataclasses.replace(run.context, config=dataclasses.replace(run.config, base_model=str(tmp_path / "sd")))
     with pytest.raises(StageError, match="learned on base model 'tiny'") as error:

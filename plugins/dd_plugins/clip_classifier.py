@@ -23,6 +23,7 @@ from ddcore.api import (Classifier, ConfigError, StageError, TrainableModel, Tra
                         option, predict_scores, read_info, remove_checkpoint, train_classifier as train_loop,
                         write_info)
 
+from .classifier_files import load_trained
 from .clip_text import ENSEMBLE, TEMPLATE_ALIASES, TEMPLATE_SETS, check_templates, class_templates  # noqa: F401
 from .fidelity import CLASSIFIER, CLASSIFIERS
 
@@ -171,15 +172,9 @@ class ClipClassifier(Classifier):
     def load(self, context, out_dir: Path) -> None:
         import torch
         from open_clip.zero_shot_classifier import build_zero_shot_classifier
-        from safetensors.torch import load_file
 
-        info = read_info(out_dir, context.dataset.classnames)
-        self.options = type(self.options)(**info["options"])
-        self.model = None  # never two models in memory at once
-        model = self._build(context, info["model"], info["templates"], lora=info["trained"])
-        if info["trained"]:
-            model.load_trained_state(load_file(str(out_dir / WEIGHTS), device=context.device))
-        model.module.eval()
+        info, model = load_trained(self, context, out_dir, WEIGHTS, lambda info: self._build(
+            context, info["model"], info["templates"], lora=info["trained"]))
         with torch.no_grad():
             self.head = build_zero_shot_classifier(model.module, model.loaded.tokenizer, info["classnames"],
                                                    info["templates"], device=context.device).t()

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddcore.api import (ConfigError, ProcessInfo, atomic_write_bytes, denoising_target, derive_seed, lora_init_seed,
-                        prior_image_seed, sum_gradients, training_dtype)
+from ddcore.api import (ConfigError, ProcessInfo, denoising_target, derive_seed, lora_init_seed, prior_image_seed,
+                        training_dtype)
 
 from .datadream_layout import ADAPTER_NAME, CHECKPOINTS, WEIGHTS, Group
+from .step_loop import save_checkpoint, train_steps
 
 
 class ShotLatents:
@@ -134,26 +135,16 @@ class LoraTrainer:
         scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=group.warmup,
                                   num_training_steps=group.steps)
         checkpoint = self.out_dir / CHECKPOINTS / f"{group.name}.pt"
-        step = self._resume(checkpoint, optimizer, scheduler)
-        if step:
-            context.reporter.log(f"resuming adapter '{group.name}' at step {step}/{group.steps}")
         for module in self.lora_modules:
             module.train()
         label = f"adapter {group.name}" if group.label is not None else "adapter"
-        with context.reporter.task(f"training {label}", group.steps) as advance:
-            advance(step)
-            while step < group.steps:
-                loss = self._loss(group, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                sum_gradients(self.params, self.shard)
-                torch.nn.utils.clip_grad_norm_(self.params, opts.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                advance(1)
-                if step % opts.checkpoint_every == 0 and step < group.steps and self.shard.is_main:
-                    self._checkpoint(checkpoint, optimizer, scheduler, step)
+        train_steps(lambda step: self._loss(group, step), self.params, optimizer, scheduler, steps=group.steps,
+                    checkpoint=checkpoint, restore=self._restore,
+                    save=lambda step: save_checkpoint(checkpoint, step, optimizer, scheduler, lora=self._lora_state()),
+                    checkpoint_every=opts.checkpoint_every,
+                    max_grad_norm=opts.max_grad_norm if opts.max_grad_norm > 0 else None,  # 0: no clipping
+                    reporter=context.reporter, task=f"training {label}", resuming=f"adapter '{group.name}'",
+                    shard=self.shard)
         if self.shard.is_main:
             self._save(self.out_dir / group.name)
             checkpoint.unlink(missing_ok=True)
@@ -257,26 +248,13 @@ class LoraTrainer:
                                                      for k, v in layers.items()}, **metadata)
         tmp.replace(folder / WEIGHTS)
 
-    def _checkpoint(self, path: Path, optimizer, scheduler, step: int) -> None:
-        import io
-
-        buffer = io.BytesIO()
-        torch.save({"step": step, "lora": self._lora_state(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-
-    def _resume(self, path: Path, optimizer, scheduler) -> int:
+    def _restore(self, state: dict) -> None:
+        """The LoRA weights of a checkpoint, put back."""
         from peft import set_peft_model_state_dict
 
-        if not path.is_file():
-            return 0
-        state = torch.load(path, map_location="cpu", weights_only=False)
         set_peft_model_state_dict(self.unet, state["lora"]["unet"], adapter_name=ADAPTER_NAME)
         if "text_encoder" in state["lora"]:
             set_peft_model_state_dict(self.text_encoder, state["lora"]["text_encoder"], adapter_name=ADAPTER_NAME)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        return int(state["step"])
 
 
 class PriorSet:

@@ -11,7 +11,6 @@ and an image's start does not depend on the grouping.
 
 from __future__ import annotations
 
-import io
 import math
 import random
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from ddcore.api import atomic_write_bytes, denoising_target, derive_seed, training_dtype
 
 from .diffusion_inversion_layout import CHECKPOINTS, GROUPS
+from .step_loop import save_checkpoint, train_steps
 
 
 def square_pixels(path: Path, resolution: int) -> torch.Tensor:
@@ -107,23 +107,18 @@ class EmbeddingTrainer:
                                       weight_decay=opts.weight_decay, eps=opts.adam_epsilon)
         scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=opts.warmup_steps)
         checkpoint = self.out_dir / CHECKPOINTS / f"{group}.pt"
-        step = self._resume(checkpoint, embeddings, optimizer, scheduler)
-        if step:
-            context.reporter.log(f"resuming embedding group {group} at step {step}/{opts.steps}")
-        with context.reporter.task(f"inverting group {group} ({len(indices)} images)", opts.steps) as advance:
-            advance(step)
-            while step < opts.steps:
-                loss = self._loss(embeddings, group, indices, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if opts.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_([embeddings], opts.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                advance(1)
-                if step % opts.checkpoint_every == 0 and step < opts.steps:
-                    self._checkpoint(checkpoint, embeddings, optimizer, scheduler, step)
+
+        def restore(state: dict) -> None:
+            with torch.no_grad():
+                embeddings.copy_(state["embeddings"].to(embeddings.device))
+
+        train_steps(lambda step: self._loss(embeddings, group, indices, step), [embeddings], optimizer, scheduler,
+                    steps=opts.steps, checkpoint=checkpoint, restore=restore,
+                    save=lambda step: self._checkpoint(checkpoint, embeddings, optimizer, scheduler, step),
+                    checkpoint_every=opts.checkpoint_every,
+                    max_grad_norm=opts.max_grad_norm if opts.max_grad_norm > 0 else None,
+                    reporter=context.reporter, task=f"inverting group {group} ({len(indices)} images)",
+                    resuming=f"embedding group {group}")
         self._save_group(group, indices, embeddings)
         checkpoint.unlink(missing_ok=True)
         try:
@@ -159,17 +154,5 @@ class EmbeddingTrainer:
         atomic_write_bytes(self.out_dir / GROUPS / f"{group}.safetensors", save(tensors))
 
     def _checkpoint(self, path: Path, embeddings, optimizer, scheduler, step: int) -> None:
-        buffer = io.BytesIO()
-        torch.save({"step": step, "embeddings": embeddings.detach().cpu(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict()}, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-
-    def _resume(self, path: Path, embeddings, optimizer, scheduler) -> int:
-        if not path.is_file():
-            return 0
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        with torch.no_grad():
-            embeddings.copy_(state["embeddings"].to(embeddings.device))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        return int(state["step"])
+        """One checkpoint (a method of its own: the resume test interrupts training here)."""
+        save_checkpoint(path, step, optimizer, scheduler, embeddings=embeddings.detach().cpu())

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ddcore.api import (Classifier, ConfigError, ModelNotFoundError, TrainableModel, TrainingOptions, hookimpl,
-                        option, predict_scores, read_info, remove_checkpoint, train_classifier as train_loop,
-                        write_info)
+                        option, predict_scores, remove_checkpoint, train_classifier as train_loop, write_info)
+
+from .classifier_files import load_trained
 
 WEIGHTS = "model.safetensors"
 TINY = "test_resnet:random"
@@ -126,17 +127,13 @@ class TimmClassifier(Classifier):
         self.model = None  # free it: evaluation loads the saved weights
 
     def load(self, context, out_dir: Path) -> None:
-        from safetensors.torch import load_file
+        def build(info):
+            spec = info["model"]
+            if spec != "tiny" and not spec.startswith(("local-dir:", "hf-hub:")):
+                spec = spec.partition(":")[0] + ":random"  # the trained weights replace the pretrained ones
+            return self._build(context, spec)
 
-        info = read_info(out_dir, context.dataset.classnames)
-        self.options = type(self.options)(**info["options"])
-        spec = info["model"]
-        if spec != "tiny" and not spec.startswith(("local-dir:", "hf-hub:")):
-            spec = spec.partition(":")[0] + ":random"  # the trained weights replace the pretrained ones
-        self.model = None  # never two models in memory at once
-        model = self._build(context, spec)
-        model.load_trained_state(load_file(str(out_dir / WEIGHTS), device=context.device))
-        model.module.eval()
+        load_trained(self, context, out_dir, WEIGHTS, build)
 
     def predict(self, context, samples):
         return predict_scores(self.model.logits, samples, self.model.eval_transform(),
