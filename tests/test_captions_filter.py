@@ -247,6 +247,7 @@ def test_clip_filter_keeps_an_image_only_for_its_zero_shot_class():
         assert filt.keep(images, items) == [e == label for e in expected]
 
 
+@pytest.mark.slow
 def test_filtered_run_records_counts_and_survives_a_class_that_never_passes(tiny_folder, tmp_path, monkeypatch):
     real_logits = ClipFilter.logits
     never = 2  # "red square": zero-shot CLIP is made never to pick it
@@ -297,6 +298,7 @@ def test_disef_presets_name_their_stages_and_settings():
     assert CaptionPrompts.Options().model == "Salesforce/blip-image-captioning-large"  # the builder's own default
 
 
+@pytest.mark.slow
 def test_dd_run_disef_end_to_end_on_tiny_models(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "disef-original", *FAST,

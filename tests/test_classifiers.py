@@ -26,6 +26,7 @@ from dd_plugins.clip_classifier import PRESETS, ClipModel, merge_lora
 # --------------------------------------------------------------------------- presets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset,arch", [("clip-vitb16", "ViT-B-16"), ("clip-vitl14", "ViT-L-14"), ("clip-rn50", "RN50")])
 def test_presets_build_the_quickgelu_architecture(monkeypatch, preset, arch):
     """OpenAI weights need QuickGELU; a wrong activation runs but is silently wrong. The weights
@@ -242,6 +243,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tiny_folder, tmp_path)
         torch.testing.assert_close(fresh.trained_state()[key], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_whole_batch(tiny_folder, tmp_path):
     data = _data(tiny_folder)
     states = []
@@ -258,6 +260,7 @@ def test_gradient_accumulation_equals_the_whole_batch(tiny_folder, tmp_path):
     assert changed > 0  # training moved the LoRA weights
 
 
+@pytest.mark.slow
 def test_real_weight_sets_the_loss_balance(tiny_folder, tmp_path):
     """lambda = 1 ignores the synthetic images entirely: the same weights as training with
     different synthetic images."""
@@ -333,6 +336,7 @@ def test_zero_shot_equals_open_clip(tiny_folder, tmp_path):
     assert metrics["top1"] == pytest.approx(np.mean([t == s.label for t, s in zip(theirs, test)]))
 
 
+@pytest.mark.slow
 def test_search_selects_on_validation_never_on_test(tiny_folder, tmp_path, monkeypatch):
     from dd_plugins.clip_classifier import ClipClassifier
 
@@ -377,6 +381,7 @@ def test_search_grid_must_name_classifier_options(tiny_folder, tmp_path):
         run.train()
 
 
+@pytest.mark.slow
 def test_timm_classifier_trains_and_evaluates(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "timm"
     result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST, "--method", "real-finetune",
@@ -487,6 +492,7 @@ def test_classifier_trained_on_other_classes_is_refused(tiny_folder, tmp_path):
         run.stages["classifier"].load(run.context, run.stage_dir("classifier").path)
 
 
+@pytest.mark.slow
 def test_synthetic_folder(tiny_folder, tmp_path, run_dd):
     good = tmp_path / "syn"
     for name in CLASSES:
@@ -517,6 +523,7 @@ def test_bad_classifier_options(tiny_folder, tmp_path):
         run.train()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["clip-vitb16", "clip-vitl14", "clip-rn50"])
 def test_named_classifiers_train_on_real_and_synthetic(preset, tmp_path):
     """Each preset's real architecture (random weights: none can be downloaded here) trains one

@@ -22,6 +22,7 @@ def only(folder: Path, pattern: str) -> Path:
     return found[0]
 
 
+@pytest.mark.slow
 def test_dd_run_writes_every_stage_and_reuses_them(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     first = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST, *FAST_ADAPTER)
@@ -106,6 +107,7 @@ def test_the_offline_demo_runs_with_no_arguments(tmp_path, run_dd):
     assert len((only(out, "synthetic/*") / "metadata.jsonl").read_text().splitlines()) == 160
 
 
+@pytest.mark.slow
 def test_console_scripts_and_module_entry_point(run_dd):
     for script in ("dd", "datadream"):
         result = run_dd("--help", script=script)
@@ -114,6 +116,7 @@ def test_console_scripts_and_module_entry_point(run_dd):
     assert module.returncode == 0 and json.loads(module.stdout)
 
 
+@pytest.mark.slow
 def test_split_file_and_fewshot_reuse(tiny_folder, tmp_path, run_dd):
     rows = lambda split: [[f"{split}/{c}/{f.name}", i, c.replace("_", " ")]
                           for i, c in enumerate(sorted(p.name for p in (tiny_folder / split).iterdir()))
@@ -132,6 +135,7 @@ def test_split_file_and_fewshot_reuse(tiny_folder, tmp_path, run_dd):
     assert shots(first) == shots(second)
 
 
+@pytest.mark.slow
 def test_config_file_and_set_override(tiny_folder, tmp_path, run_dd):
     config = tmp_path / "run.toml"
     config.write_text(f'data = "{tiny_folder}"\nmethod = "real-finetune"\n[classifier]\nepochs = 2\nlr = 0.01\n')
@@ -176,6 +180,7 @@ def broken_data(tmp_path):
     return make
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_one_clear_line(broken_data, tmp_path, run_dd):
     out = ["--out", str(tmp_path / "out"), "--method", "sd-txt2img", *FAST]
     assert "does not exist" in bad(run_dd, "run", "--data", str(tmp_path / "missing"), *out)
@@ -193,6 +198,7 @@ def test_bad_inputs_get_one_clear_line(broken_data, tmp_path, run_dd):
     assert "unknown option classifier.epoch " in bad(run_dd, "run", *out, "--set", "classifier.epoch=3")
 
 
+@pytest.mark.slow
 def test_unreachable_models_say_how_to_use_a_local_copy(tiny_folder, tmp_path, run_dd):
     out = ["--data", str(tiny_folder), "--out", str(tmp_path / "out"), "--shots", "2", "--images-per-class", "1",
            "--steps", "2", "--resolution", "32", "--device", "cpu"]
@@ -202,6 +208,7 @@ def test_unreachable_models_say_how_to_use_a_local_copy(tiny_folder, tmp_path, r
     assert "timm/vit_base_patch16_clip_224.openai" in clip and "local-dir:" in clip
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path, run_dd):
     result = run_dd("--debug", "run", "--data", str(tmp_path / "missing"))
     assert result.returncode != 0 and "Traceback" in result.stderr
@@ -229,6 +236,7 @@ def test_ctrl_c_keeps_finished_images_and_the_rerun_resumes(tiny_folder, tmp_pat
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in kept.items())
 
 
+@pytest.mark.slow
 def test_unknown_option_is_a_usage_error_not_a_traceback(run_dd):
     result = run_dd("adapt", "--dataset", "x", "/tmp")
     assert result.returncode == 2

@@ -40,6 +40,7 @@ def config_for_defaults():
     return resolve({}, {"images_per_class": 2, "shots": 2})
 
 
+@pytest.mark.slow
 def test_matrix_shares_stages_and_resumes(tiny_folder, tmp_path, monkeypatch):
     base = config_for(tiny_folder, tmp_path / "unused", *FAST_ADAPTER)
     spec = CompareSpec(methods=["zero-shot", "issynth", "datadream-dset"], classifiers=["clip-vitb16"], seeds=[0, 1],
@@ -120,6 +121,7 @@ def test_dd_compare_runs_the_paper_matrix_and_writes_table_and_report(tiny_folde
     assert set(json.loads((out / "quality.json").read_text())) == set(quality)
 
 
+@pytest.mark.slow
 def test_a_class_the_filter_empties_is_reported_not_a_crash(tiny_folder, tmp_path, monkeypatch):
     from dd_plugins.clip_filter import ClipFilter
 

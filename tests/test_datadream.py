@@ -43,6 +43,7 @@ def run_for(tiny_folder, out, base, method, *extra):
     return Run(config_for(tiny_folder, out, "--method", method, "--base-model", str(base), *ADAPTER, *extra))
 
 
+@pytest.mark.slow
 def test_dset_adapter_loads_in_plain_diffusers_and_matches_our_images(tiny_folder, tiny_sd_folder, tmp_path):
     run = run_for(tiny_folder, tmp_path / "run", tiny_sd_folder, "datadream-dset")
     run.prepare()
@@ -67,6 +68,7 @@ def test_dset_adapter_loads_in_plain_diffusers_and_matches_our_images(tiny_folde
     assert row["adapter"] == "datadream-dset"
 
 
+@pytest.mark.slow
 def test_interrupted_adapter_training_resumes_to_the_same_weights(tiny_folder, tiny_sd_folder, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
@@ -111,6 +113,7 @@ def test_interrupted_adapter_training_resumes_to_the_same_weights(tiny_folder, t
         torch.testing.assert_close(resumed[key], reference[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cls_trains_one_adapter_per_class_and_switches_them(tiny_folder, tiny_sd_folder, tmp_path):
     run = run_for(tiny_folder, tmp_path / "run", tiny_sd_folder, "datadream-cls", "--set", "adapter.max_steps=0",
                   "--set", "adapter.epochs=4")
@@ -128,6 +131,7 @@ def test_cls_trains_one_adapter_per_class_and_switches_them(tiny_folder, tiny_sd
         assert np.abs(ours - plain_image(tiny_sd_folder, lora, row["prompt"], row["seed"])).max() <= 1
 
 
+@pytest.mark.slow
 def test_a_missing_class_adapter_is_named(tiny_folder, tiny_sd_folder, tmp_path):
     run = run_for(tiny_folder, tmp_path / "run", tiny_sd_folder, "datadream-cls", "--set", "adapter.max_steps=2")
     run.prepare()
@@ -137,6 +141,7 @@ def test_a_missing_class_adapter_is_named(tiny_folder, tiny_sd_folder, tmp_path)
         run.generate()
 
 
+@pytest.mark.slow
 def test_an_adapter_from_another_base_model_is_refused(tiny_folder, tiny_sd_folder, tmp_path):
     run = run_for(tiny_folder, tmp_path / "run", tiny_sd_folder, "datadream-dset", "--set", "adapter.max_steps=2")
     run.prepare()
@@ -148,6 +153,7 @@ def test_an_adapter_from_another_base_model_is_refused(tiny_folder, tiny_sd_fold
         run.stages["adapter"].load_into(run.context, pipe, adapter_dir)
 
 
+@pytest.mark.slow
 def test_ablation_switches_text_encoder_and_preservation(tiny_folder, tiny_sd_folder, tmp_path):
     from safetensors.torch import load_file
 
@@ -160,6 +166,7 @@ def test_ablation_switches_text_encoder_and_preservation(tiny_folder, tiny_sd_fo
     assert all(t.shape[0] == 4 or t.shape[1] == 4 for k, t in keys.items() if "lora" in k)
 
 
+@pytest.mark.slow
 def test_v_prediction_checkpoints_train_on_velocity(tiny_folder, tmp_path, monkeypatch):
     from diffusers import DDPMScheduler
 

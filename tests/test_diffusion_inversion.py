@@ -159,6 +159,7 @@ def test_generator_is_plain_diffusers_with_the_embedding_and_the_mean_as_uncondi
     assert np.abs(pixels(from_partner) - pixels(image)).max() > 1
 
 
+@pytest.mark.slow
 def test_item_metadata_partner_and_guidance_choices(trained):
     run, folder = trained
     generator = generator_for(run, folder, guidance_choices="2,3,4", noise=0.2)
@@ -187,6 +188,7 @@ def test_item_metadata_partner_and_guidance_choices(trained):
     assert not same_but_rounding(batch[0], batch[2])  # same base shot, other seed
 
 
+@pytest.mark.slow
 def test_dd_run_diffusion_inversion_records_each_image_and_reuses_stages(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     args = ["run", "--data", str(tiny_folder), "--out", str(out), *FAST, *DI]
@@ -215,6 +217,7 @@ def test_dd_run_diffusion_inversion_records_each_image_and_reuses_stages(tiny_fo
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
+@pytest.mark.slow
 def test_dd_compare_has_a_diffusion_inversion_row(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "cmp"
     result = run_dd("compare", "--methods", "diffusion-inversion,real-finetune", "--classifiers", "clip-vitb16",

@@ -152,6 +152,7 @@ def test_upgrade_check_pins_exactly_the_lower_bounds():
 
 # -- dd doctor -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_doctor_json_reports_the_stack_devices_hub_and_models(run_dd):
     result = run_dd("doctor", "--json")
     assert result.returncode == 0, result.stderr

@@ -24,6 +24,7 @@ def installed_example(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_the_example_plugin_is_listed_with_its_distribution(installed_example, run_dd):
     env = {"PYTHONPATH": str(installed_example), "DD_BUILTIN_PLUGINS_ONLY": "0"}
     rows = json.loads(run_dd("plugins", "--json", env=env).stdout)

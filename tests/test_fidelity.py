@@ -129,6 +129,7 @@ def test_the_fidelity_doc_is_generated_from_the_rows():
     assert check.returncode == 0, check.stderr
 
 
+@pytest.mark.slow
 def test_explain_prints_the_resolved_protocol_and_writes_nothing(tmp_path, tiny_folder, run_dd):
     out = tmp_path / "run"
     result = run_dd("run", "--data", str(tiny_folder), "--method", "issynth", "--shots", "2", "--out", str(out),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import FAST, FAST_ADAPTER
@@ -52,6 +53,7 @@ def write_open_clip_folder(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_dd_run_with_a_local_diffusers_folder_and_open_clip_local_dir(tiny_folder, tmp_path, run_dd):
     sd = write_diffusers_folder(tmp_path / "my-sd")
     clip = write_open_clip_folder(tmp_path / "my-clip")

@@ -142,6 +142,7 @@ def test_prompts_are_tied_to_the_shot_each_image_starts_from():
     assert tie_prompts_to_shots(sourced, shots) is sourced
 
 
+@pytest.mark.slow
 def test_dd_run_issynth_records_each_source_and_resumes_byte_identical(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "issynth", *FAST,
@@ -183,6 +184,7 @@ def same_but_rounding(a: Image.Image, b: Image.Image) -> bool:
     return diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
+@pytest.mark.slow
 def test_near_zero_strength_returns_the_recorded_source_and_full_strength_does_not(tiny_folder, tmp_path,
                                                                                    identity_model):
     distances, runs = {}, {}

@@ -185,6 +185,7 @@ def test_method_presets_are_methods():
     assert plugins.method("real-finetune").generator is None
 
 
+@pytest.mark.slow
 def test_dd_plugins_json_lists_every_builtin(run_dd):
     result = run_dd("plugins", "--json")
     assert result.returncode == 0, result.stderr
@@ -197,6 +198,7 @@ def test_dd_plugins_json_lists_every_builtin(run_dd):
     assert {row["plugin"] for row in rows} == {"datadream"}
 
 
+@pytest.mark.slow
 def test_plugin_commands_and_broken_plugins_through_the_cli(tmp_path, run_dd):
     fake_distribution(
         tmp_path,

@@ -316,6 +316,7 @@ def test_per_class_quality_rejects_bad_labels_and_reserved_name():
         per_class_quality([], [], ["all"], lambda s: np.zeros((len(s), 2)))
 
 
+@pytest.mark.slow
 def test_inception_features_from_local_weights_only(tmp_path, monkeypatch, tiny_folder):
     from torchvision.models import inception_v3
 

@@ -50,6 +50,7 @@ def sets(tmp_path_factory):
     return root, real, same, far
 
 
+@pytest.mark.slow
 def test_identical_sets_are_at_distance_zero_with_full_precision_and_recall(sets, tmp_path):
     _, real, same, _ = sets
     features, described = feature_space("pixels")
@@ -63,6 +64,7 @@ def test_identical_sets_are_at_distance_zero_with_full_precision_and_recall(sets
     assert result["classes"]["cat"]["n_real"] == result["classes"]["cat"]["n_fake"] == 24
 
 
+@pytest.mark.slow
 def test_disjoint_sets_are_far_with_zero_precision_recall_density_coverage(sets, tmp_path):
     _, real, same, far = sets
     features, described = feature_space("pixels")
@@ -79,6 +81,7 @@ def test_disjoint_sets_are_far_with_zero_precision_recall_density_coverage(sets,
     assert 0.0 < mixed["fd"] < result["classes"]["all"]["fd"]
 
 
+@pytest.mark.slow
 def test_the_report_files_hold_the_same_numbers(sets, tmp_path):
     _, real, _, far = sets
     features, described = feature_space("pixels")

@@ -171,6 +171,7 @@ def square_masks(tiny_folder: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attribute", ["background", "color"])
 def test_folder_masks_edit_the_background_or_the_object(tiny_folder, tmp_path, identity_model, attribute):
     masks = square_masks(tiny_folder, tmp_path / "masks")
@@ -211,6 +212,7 @@ def test_folder_masks_edit_the_background_or_the_object(tiny_folder, tmp_path, i
     assert len(logged) == 1 and "covers 100% of the image" in logged[0] and "change nothing" in logged[0]
 
 
+@pytest.mark.slow
 def test_sam_masks_are_computed_per_shot_and_saved(tiny_folder, tmp_path):
     out = tmp_path / "run"
     run = Run(config_for(tiny_folder, out, "--method", "varireal-texture-infeasible", "--set", "generator.segmenter=tiny",
@@ -246,6 +248,7 @@ def test_sam_masks_are_computed_per_shot_and_saved(tiny_folder, tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_dd_run_varireal_records_attributes_and_reuses_the_set(tiny_folder, tmp_path, run_dd):
     out = tmp_path / "run"
     args = ("run", "--data", str(tiny_folder), "--out", str(out), "--method", "varireal", *FAST,
