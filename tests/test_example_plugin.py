@@ -51,3 +51,28 @@ def test_dd_run_selects_the_example_filter(installed_example, tiny_folder, tmp_p
     counts = json.loads(next((tmp_path / "drop").glob("synthetic/*/counts.json")).read_text())
     assert all(c == {"kept": 0, "dropped": 3} for c in counts.values())
     assert not list((tmp_path / "drop").glob("synthetic/*/*/*.png"))
+
+
+LEGACY = Path(__file__).resolve().parent / "legacy-plugin"
+
+
+@pytest.mark.slow
+def test_a_plugin_written_before_the_api_installs_and_runs_unchanged(tiny_folder, tmp_path, run_dd):
+    """ddcore.api's promise: the old import paths (hookspecs, stages, records, errors,
+    pipeline.RunContext) keep working for plugins already written against them."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-cache-dir", "--target", str(target), str(LEGACY)], check=True, capture_output=True)
+    env = {"PYTHONPATH": str(target), "DD_BUILTIN_PLUGINS_ONLY": "0"}
+    result = run_dd("run", "--data", str(tiny_folder), "--method", "sd-txt2img", *FAST, "--filter", "every-other",
+                    "--set", "filter.parity=1", "--out", str(tmp_path / "run"), env=env)
+    assert result.returncode == 0, result.stderr
+    synthetic = next((tmp_path / "run").glob("synthetic/*"))
+    counts = json.loads((synthetic / "counts.json").read_text())
+    # Two kept per class need attempts 0..3; the even ones (0, 2) are dropped.
+    assert counts == {name: {"kept": 2, "dropped": 2} for name in ("blue stripes", "green circle", "red square")}
+    rows = [json.loads(line) for line in (synthetic / "metadata.jsonl").read_text().splitlines()]
+    assert sorted({r["index"] for r in rows}) == [1, 3]
+    bad = run_dd("run", "--data", str(tiny_folder), "--method", "sd-txt2img", *FAST, "--filter", "every-other",
+                 "--set", "filter.parity=2", "--out", str(tmp_path / "bad"), env=env)
+    assert bad.returncode != 0 and "filter.parity must be 0 or 1" in bad.stderr
