@@ -80,16 +80,21 @@ _LAZY = {
     "resolve_config": "ddcore.config:resolve",
 }
 
-__all__ = sorted([
-    "API_VERSION", "Adapter", "Classifier", "ConfigError", "DDError", "DataError", "Dataset", "DatasetSource",
-    "Filter", "GenItem", "Generator", "Method", "ModelNotFoundError", "OptionInfo", "PluginError", "ProcessInfo",
-    "Prompt", "PromptBuilder", "Reporter", "RunContext", "SILENT", "STAGE_KINDS", "Sample", "Setting", "Stage",
-    "StageError", "SyntheticSet", "TRAIN_ON", "TrainingData", "atomic_save_image", "atomic_write_bytes",
-    "atomic_write_json", "atomic_write_text", "derive_seed", "digest", "ensure_digits", "file_sha256", "hookimpl",
-    "image_seed", "is_image_file", "load_image_folder", "load_rgb", "load_split_file", "lora_init_seed", "option",
-    "option_infos", "plan_item", "prior_image_seed", "process_info", "relative_path", "safe_dirname", "sum_gradients",
-    "unique_dirnames", "wait_for_everyone", *_LAZY,
-])
+__all__ = [  # every name above and in _LAZY (a test checks they match)
+    "API_VERSION", "Adapter", "CLASSIFIER_INFO", "Classifier", "ConfigError", "DDError", "DataError", "Dataset",
+    "DatasetSource", "Filter", "GenItem", "Generator", "Method", "ModelNotFoundError", "OptionInfo", "PluginError",
+    "Plugins", "ProcessInfo", "Prompt", "PromptBuilder", "Reporter", "Run", "RunConfig", "RunContext", "SILENT",
+    "STAGE_KINDS", "Sample", "Setting", "Stage", "StageError", "SyntheticSet", "TRAIN_ON", "TrainableModel",
+    "TrainingData", "TrainingOptions", "atomic_save_image", "atomic_write_bytes", "atomic_write_json",
+    "atomic_write_text", "denoising_target", "derive_seed", "digest", "ensure_digits", "eval_transform",
+    "file_sha256", "hookimpl", "hub_cache_dir", "hub_offline", "hub_offline_mode", "image_seed", "is_image_file",
+    "load_clip", "load_image_folder", "load_pretrained", "load_rgb", "load_sd_pipeline", "load_split_file",
+    "lora_init_seed", "model_identity", "option", "option_infos", "plan_item", "predict_scores", "prior_image_seed",
+    "process_info", "read_info", "relative_path", "remove_checkpoint", "resolve_config", "safe_dirname",
+    "save_open_clip_folder", "save_tiny_sd", "short_reason", "sum_gradients", "swap_scheduler", "tiny_captioner",
+    "tiny_clip_tokenizer", "tiny_sam", "tiny_sd_pipeline", "tiny_text_generator", "torch_dtype", "train_classifier",
+    "training_dtype", "unique_dirnames", "wait_for_everyone", "warmup_cosine", "write_info",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -35,6 +35,7 @@ def test_every_api_name_resolves_and_the_version_is_declared():
 
     assert isinstance(api.API_VERSION, tuple) and len(api.API_VERSION) == 2
     assert all(isinstance(part, int) for part in api.API_VERSION)
+    assert set(api._LAZY) <= set(api.__all__) and len(set(api.__all__)) == len(api.__all__)
     for name in api.__all__:
         assert getattr(api, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
