@@ -28,19 +28,28 @@ def plugin_rows(plugins: Plugins) -> list[dict[str, Any]]:
 
 
 def plugins_table(plugins: Plugins, width: int = 80) -> Table:
-    """Every registered name. Below 110 columns (a pipe, a narrow terminal) the distribution and
-    version columns are left out so the descriptions keep room to read (``--json`` has them)."""
+    """Every registered name. Below 110 columns (a pipe, a narrow terminal) the kinds become
+    section headings and the distribution and version columns are left out, so the descriptions
+    keep room to read (``--json`` has everything)."""
     wide = width >= 110
     table = Table(title="Plugins (dd plugins NAME: its options)", title_justify="left")
-    for column in ("kind", "name", *(("distribution", "version") if wide else ())):
+    for column in ((("kind", "name", "distribution", "version")) if wide else ("name",)):
         table.add_column(column, no_wrap=True)
     table.add_column("description", ratio=1, min_width=24)
+    previous = None
     for row in plugin_rows(plugins):
         style = {"broken": "red", "disabled": "dim"}.get(row["status"], "")
         kind = KINDS[row["kind"]].label if row["kind"] in KINDS else row["kind"]
         description = f"[{row['status']}] {row['description']}" if row["status"] != "ok" else row["description"]
-        extra = (row["plugin"], row["version"]) if wide else ()
-        table.add_row(kind, row["name"], *extra, description, style=style)
+        if wide:
+            table.add_row(kind, row["name"], row["plugin"], row["version"], description, style=style)
+            continue
+        if kind != previous:
+            if previous is not None:
+                table.add_section()
+            table.add_row(f"[bold]{kind}[/]", "")
+            previous = kind
+        table.add_row(f"  {row['name']}", description, style=style)
     return table
 
 

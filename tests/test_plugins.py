@@ -229,3 +229,37 @@ def test_plugin_commands_and_broken_plugins_through_the_cli(tmp_path, run_dd):
     disabled = run_dd("plugins", "--json", env={**env, "DD_DISABLE_PLUGINS": "hello-broken"})
     assert "failed to load" not in disabled.stderr
     assert any(r["name"] == "hello-broken" and r["status"] == "disabled" for r in json.loads(disabled.stdout))
+
+
+def test_dd_plugins_name_shows_every_option_with_its_description_in_80_columns():
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from dd_cli.render import plugin_detail, plugins_table
+
+    plugins = Plugins()
+    console = Console(file=io.StringIO(), width=80, record=True, color_system=None)
+    for part in plugin_detail(plugins, "clip-vitb16"):
+        console.print(part, highlight=False)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    options = dataclasses.fields(plugins.get("classifier", "clip-vitb16").factory.Options)
+    assert len(options) > 20
+    flat = " ".join(text.split())
+    for f in options:
+        assert f"classifier.{f.name} (" in text
+        assert " ".join(f.metadata["help"].split()) in flat, f.name
+    # The presets that change an option are named (the ViT-L/14 preset is another classifier;
+    # a method preset's per-data-set option shows on the adapter).
+    adapter = Console(file=io.StringIO(), width=80, record=True, color_system=None)
+    for part in plugin_detail(plugins, "datadream-dset"):
+        adapter.print(part, highlight=False)
+    assert "set by presets: datadream-dset on imagenet=100" in adapter.export_text()
+    # The list of plugins keeps its descriptions readable when piped (80 columns).
+    table = Console(file=io.StringIO(), width=80, record=True, color_system=None)
+    table.print(plugins_table(plugins, 80))
+    listing = table.export_text()
+    assert all(len(line) <= 80 for line in listing.splitlines())
+    assert "Stable Diffusion text-to-image with the" in listing  # several words per line
