@@ -18,9 +18,9 @@ from ddcore.errors import DDError, PluginError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
-from dd_cli.render import (compare_table, doctor_tables, explain_tables, option_rows, plugin_detail, plugin_rows, plugins_table,
-                           predictions_table,
-                           print_json, quality_table, results_table, results_title)
+from dd_cli.render import (compare_table, doctor_tables, entries_named, explain_tables, option_rows, plugin_detail,
+                           plugin_rows, plugins_table, predictions_table, print_json, quality_table, results_table,
+                           results_title)
 
 app = typer.Typer(
     add_completion=False,
@@ -354,9 +354,9 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A registered name: 
     description, the method presets that change it)."""
     registry = get_plugins()
     if name is not None:
-        if as_json:
-            kinds = [k for k in registry.registries if name in registry.registries[k] and k != "method"]
-            print_json(console, {k: option_rows(registry, k, name) for k in kinds})
+        if as_json:  # options per kind registering NAME (a method has none: its choices are in --json)
+            print_json(console, {e.kind: option_rows(registry, e.kind, name)
+                                 for e in entries_named(registry, name) if e.kind != "method"})
         else:
             for part in plugin_detail(registry, name):
                 console.print(part, highlight=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import MISSING
 from typing import Any
 
 from rich.console import Console
@@ -10,7 +12,8 @@ from rich.table import Table
 
 from ddcore.kinds import KINDS
 from ddcore.options import option_infos
-from ddcore.plugins import Plugins
+from ddcore.errors import PluginError
+from ddcore.plugins import Entry, Plugins
 
 
 def plugin_rows(plugins: Plugins) -> list[dict[str, Any]]:
@@ -33,7 +36,7 @@ def plugins_table(plugins: Plugins, width: int = 80) -> Table:
     keep room to read (``--json`` has everything)."""
     wide = width >= 110
     table = Table(title="Plugins (dd plugins NAME: its options)", title_justify="left")
-    for column in ((("kind", "name", "distribution", "version")) if wide else ("name",)):
+    for column in ("kind", "name", "distribution", "version") if wide else ("name",):
         table.add_column(column, no_wrap=True)
     table.add_column("description", ratio=1, min_width=24)
     previous = None
@@ -69,17 +72,27 @@ def option_rows(plugins: Plugins, kind: str, name: str) -> list[dict[str, Any]]:
                 if option_kind == kind:
                     presets.setdefault(option, []).append(f"{method_name}{where}={value!r}")
     return [{"option": f"{kind}.{i.name}", "type": i.type, "default": i.default, "description": i.help,
-             "presets": presets.get(i.name, [])} for i in option_infos(entry.factory.Options)]
+             "presets": presets.get(i.name, []), **({"demo": i.demo} if i.demo is not MISSING else {})}
+            for i in option_infos(entry.factory.Options)]
+
+
+def entries_named(plugins: Plugins, name: str) -> list[Entry]:
+    """Every registered entry called ``name`` (a name may be an adapter and a method); an
+    unknown name is a PluginError naming the closest registered names of any kind."""
+    entries = [registry[name] for registry in plugins.registries.values() if name in registry]
+    if not entries:
+        every = sorted({n for registry in plugins.registries.values() for n in registry})
+        close = difflib.get_close_matches(name, every, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise PluginError(f"no plugin registers '{name}'{hint} (`dd plugins` lists every name)")
+    return entries
 
 
 def plugin_detail(plugins: Plugins, name: str) -> list[Any]:
     """What ``dd plugins NAME`` prints: for each kind registering NAME, its description and
     options (a method: its stage choices and settings)."""
-    entries = [plugins.registries[kind][name] for kind in plugins.registries if name in plugins.registries[kind]]
-    if not entries:
-        plugins.get("method", name)  # raises the unknown-name error with the close matches
     out: list[Any] = []
-    for entry in entries:
+    for entry in entries_named(plugins, name):
         head = (f"[bold]{KINDS[entry.kind].label} {entry.name}[/]  ({entry.distribution} {entry.version}, "
                 f"plugin '{entry.plugin}')\n{entry.description}")
         out.append(head)
@@ -98,7 +111,8 @@ def plugin_detail(plugins: Plugins, name: str) -> list[Any]:
         rows = option_rows(plugins, entry.kind, entry.name)
         # A list, not a table: it reads in 80 columns and greps (one option per first line).
         for row in rows:
-            out.append(f"  [bold]{row['option']}[/] ({row['type']}, default {row['default']!r})")
+            demo = f", offline demo {row['demo']!r}" if "demo" in row else ""
+            out.append(f"  [bold]{row['option']}[/] ({row['type']}, default {row['default']!r}{demo})")
             if row["description"]:
                 out.append(f"      {escape(row['description'])}")
             if row["presets"]:

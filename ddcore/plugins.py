@@ -170,9 +170,9 @@ class Plugins:
                 except Exception as exc:
                     info.status, info.error = "broken", f"{hook_name} raised {type(exc).__name__}: {exc}"
         # A method that leaves a stage to the default gets the registered one, now that all are in.
+        defaults = {kind: self._defaults[kind][DEFAULT].name for kind in STAGE_KINDS if DEFAULT in self._defaults[kind]}
         for entry in registries["method"].values():
-            entry.factory = entry.factory.with_defaults(
-                {kind: self._defaults[kind][DEFAULT].name for kind in STAGE_KINDS if DEFAULT in self._defaults[kind]})
+            entry.factory = entry.factory.with_defaults(defaults)
         return registries
 
     def _register_callback(self, kind: str, registry: dict[str, Entry], info: PluginInfo) -> Callable:
@@ -222,8 +222,9 @@ class Plugins:
 
     def default(self, kind: str, role: str = DEFAULT) -> str:
         """The name a plugin registered as the ``role`` default of ``kind``."""
-        entry = self.registries and self._defaults[kind].get(role)
-        if not entry:
+        self.registries  # noqa: B018  (collects the registrations, and with them the defaults)
+        entry = self._defaults[kind].get(role)
+        if entry is None:
             raise PluginError(f"no installed plugin provides the {role} {kind}; name one with {KINDS[kind].flag} "
                               f"(see `dd plugins`)")
         return entry.name

@@ -257,6 +257,8 @@ def test_dd_plugins_name_shows_every_option_with_its_description_in_80_columns()
     for part in plugin_detail(plugins, "datadream-dset"):
         adapter.print(part, highlight=False)
     assert "set by presets: datadream-dset on imagenet=100" in adapter.export_text()
+    with pytest.raises(PluginError, match="no plugin registers 'clip-vit16'; did you mean 'clip-vitb16'"):
+        plugin_detail(plugins, "clip-vit16")
     # The list of plugins keeps its descriptions readable when piped (80 columns).
     table = Console(file=io.StringIO(), width=80, record=True, color_system=None)
     table.print(plugins_table(plugins, 80))

@@ -142,7 +142,7 @@ class LoraTrainer:
                     checkpoint=checkpoint, restore=self._restore,
                     save=lambda step: save_checkpoint(checkpoint, step, optimizer, scheduler, lora=self._lora_state()),
                     checkpoint_every=opts.checkpoint_every,
-                    max_grad_norm=opts.max_grad_norm if opts.max_grad_norm > 0 else None,  # 0: no clipping
+                    max_grad_norm=opts.max_grad_norm,
                     reporter=context.reporter, task=f"training {label}", resuming=f"adapter '{group.name}'",
                     shard=self.shard)
         if self.shard.is_main:

@@ -116,7 +116,7 @@ class EmbeddingTrainer:
                     steps=opts.steps, checkpoint=checkpoint, restore=restore,
                     save=lambda step: self._checkpoint(checkpoint, embeddings, optimizer, scheduler, step),
                     checkpoint_every=opts.checkpoint_every,
-                    max_grad_norm=opts.max_grad_norm if opts.max_grad_norm > 0 else None,
+                    max_grad_norm=opts.max_grad_norm,
                     reporter=context.reporter, task=f"inverting group {group} ({len(indices)} images)",
                     resuming=f"embedding group {group}")
         self._save_group(group, indices, embeddings)

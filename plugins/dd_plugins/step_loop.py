@@ -36,12 +36,12 @@ def load_checkpoint(path: Path, optimizer, scheduler, restore: Callable[[dict], 
 
 def train_steps(loss_at: Callable[[int], torch.Tensor], params: list, optimizer, scheduler, *, steps: int,
                 checkpoint: Path, restore: Callable[[dict], None], save: Callable[[int], None],
-                checkpoint_every: int, max_grad_norm: float | None, reporter, task: str, resuming: str,
+                checkpoint_every: int, max_grad_norm: float, reporter, task: str, resuming: str,
                 shard: ProcessInfo = ProcessInfo()) -> None:
     """Steps up to ``steps``, from the one the checkpoint (if any) was saved at.
 
     Per step: ``loss_at(step)``, zero the gradients, backward, sum them over ``shard``'s
-    processes (nothing with one), clip their norm to ``max_grad_norm`` (None: no clipping),
+    processes (nothing with one), clip their norm to ``max_grad_norm`` (0: no clipping),
     optimizer then scheduler step. ``save(step)`` every ``checkpoint_every`` steps but the last,
     on the main process only. ``resuming`` names what is trained in the resume message."""
     step = load_checkpoint(checkpoint, optimizer, scheduler, restore)
@@ -54,7 +54,7 @@ def train_steps(loss_at: Callable[[int], torch.Tensor], params: list, optimizer,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             sum_gradients(params, shard)
-            if max_grad_norm is not None:
+            if max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             scheduler.step()
