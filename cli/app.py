@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -50,7 +51,13 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     """Global options (handled in main(): --debug)."""
 
 
-def _reporter(quiet: bool) -> Reporter:
+def _reporter(quiet: bool, verbose: bool = False) -> Reporter:
+    """Bars and messages on stderr: on the main process only when several run
+    (``accelerate launch``), unless ``verbose``; none with ``quiet``."""
+    from ddcore.distributed import launched_rank
+
+    if launched_rank() != 0 and not verbose:
+        return Reporter(Console(stderr=True, quiet=True), enabled=False)
     return Reporter(err_console, enabled=not quiet)
 
 
@@ -98,7 +105,9 @@ def run(
     set_: Optional[list[str]] = Opt(None, "--set", help="Plugin option KIND.OPTION=VALUE, e.g. classifier.epochs=5 (repeatable)."),
     stop_after: Optional[str] = Opt(None, "--stop-after", help="Stop after this stage: prepare, adapt, generate or train."),
     explain: bool = Opt(False, "--explain", help="Print every setting the run resolves to, against the paper's and the official code's, and stop."),
+    log_with: Optional[str] = Opt(None, "--log-with", help="Experiment trackers, comma-separated: tensorboard, wandb, mlflow, ... (accelerate's; files in RUN/logs)."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
+    verbose: bool = Opt(False, "--verbose", help="Under `accelerate launch`, every process shows its progress (default: the main one)."),
 ) -> None:
     """Run every stage: few shots, adapter, generation, classifier training, evaluation.
 
@@ -109,12 +118,12 @@ def run(
         _explain(run_config)
         return
     _require_compatible()
-    _run_stages(run_config, quiet, run_config.demo and run_config.base_model == "tiny", stop_after)
+    _run_stages(run_config, _reporter(quiet, verbose), run_config.demo and run_config.base_model == "tiny", stop_after)
 
 
 def _config_from(params: dict[str, Any]):
     """A RunConfig from `dd run`'s parameters (also used by `dd compare` for the shared settings)."""
-    cli = {k: v for k, v in params.items() if k not in ("config", "set_", "quiet", "stop_after", "explain")}
+    cli = {k: v for k, v in params.items() if k not in ("config", "set_", "quiet", "verbose", "stop_after", "explain")}
     cli = {k: (str(v) if isinstance(v, Path) else v) for k, v in cli.items()}
     cli["options"] = parse_set(params["set_"] or [])
     if params["search_grid"] is not None:
@@ -139,12 +148,11 @@ def _explain(run_config) -> None:
         console.print(table)
 
 
-def _run_stages(run_config, quiet: bool, demo: bool, stop_after: str | None = None) -> None:
+def _run_stages(run_config, reporter: Reporter, demo: bool, stop_after: str | None = None) -> None:
     from ddcore.pipeline import Run
 
-    reporter = _reporter(quiet)
     pipeline = Run(run_config, get_plugins(), reporter)
-    if demo:
+    if demo and reporter.enabled:
         err_console.print(Panel.fit(
             "Offline demo: scikit-learn's digits with [bold]tiny random models[/] on the CPU.\n"
             "It checks the whole pipeline end to end; its accuracy means nothing.\n"
@@ -174,7 +182,7 @@ def _one_stage(run_dir: Path, stage: str, quiet: bool) -> Any:
 
     _require_compatible()
     pipeline = load_run(run_dir, get_plugins(), _reporter(quiet))
-    with RunLock(pipeline.out):
+    with RunLock(pipeline.out), contextlib.closing(pipeline):
         pipeline.prepare()
         result = getattr(pipeline, stage)()
     return pipeline, result

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ddcore.data import ensure_digits, is_image_file, load_image_folder, load_rgb, load_split_file
 from ddcore.data.fewshot import relative_path
 from ddcore.data.splits import unique_dirnames
-from ddcore.distributed import ProcessInfo, process_info, sum_gradients, wait_for_everyone
+from ddcore.checkpoint import load_state, save_state
+from ddcore.distributed import ProcessInfo, grad_norm, process_info, sum_across, sum_gradients, wait_for_everyone
 from ddcore.errors import ConfigError, DataError, DDError, ModelNotFoundError, PluginError, StageError
 from ddcore.generation import plan_item
 from ddcore.hookspecs import hookimpl
@@ -36,9 +37,10 @@ from ddcore.seeds import derive as derive_seed
 from ddcore.seeds import image_seed, lora_init_seed, prior_image_seed
 from ddcore.stages import (Adapter, Classifier, DatasetSource, Filter, Generator, Method, PromptBuilder, RunContext,
                            Setting, Stage, TrainingData)
+from ddcore.train_log import TrainLog, read_train_log, train_logs
 from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_json, atomic_write_text, digest, file_sha256
 
-API_VERSION = (1, 0)
+API_VERSION = (1, 1)  # 1.1: TrainLog, read_train_log, train_logs, load_state, save_state, grad_norm, sum_across
 
 # name -> module, imported on first use (they import torch).
 _LAZY = {
@@ -94,6 +96,8 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     "save_open_clip_folder", "save_tiny_sd", "short_reason", "sum_gradients", "swap_scheduler", "tiny_captioner",
     "tiny_clip_tokenizer", "tiny_sam", "tiny_sd_pipeline", "tiny_text_generator", "torch_dtype", "train_classifier",
     "training_dtype", "unique_dirnames", "wait_for_everyone", "warmup_cosine", "write_info",
+    # 1.1
+    "TrainLog", "grad_norm", "load_state", "read_train_log", "save_state", "sum_across", "train_logs",
 ]
 
 

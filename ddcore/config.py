@@ -59,6 +59,9 @@ class RunConfig:
     soft_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The offline demo: each stage then takes the demo values its Options declare.
     demo: bool = False
+    # Experiment trackers (accelerate's names, comma-separated: "tensorboard,wandb"). They
+    # observe the run and change no result, so no key or digest includes them.
+    log_with: str | None = None
 
     def stage_options(self, kind: str) -> dict[str, Any]:
         return dict(self.options.get(kind, {}))
@@ -68,6 +71,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that can change a result (``to_dict`` less the observers)."""
+        return {k: v for k, v in self.to_dict().items() if k not in OBSERVERS}
+
+
+OBSERVERS = ("log_with",)
 
 
 # `dd run` with no data: scikit-learn's digits with tiny random models on the CPU. A check of

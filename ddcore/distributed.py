@@ -20,6 +20,12 @@ class ProcessInfo:
         return self.rank == 0
 
 
+def launched_rank() -> int:
+    """This process's rank as ``accelerate launch`` / ``torchrun`` set it (0 when run alone),
+    read without starting torch.distributed."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def process_info(device: str = "cpu") -> ProcessInfo:
     """Rank and world size. Launched with several processes (``accelerate launch
     --multi_gpu`` or ``torchrun``, which set ``WORLD_SIZE``), this initialises the process
@@ -48,3 +54,23 @@ def sum_gradients(parameters, info: ProcessInfo) -> None:
     for param in parameters:
         if param.grad is not None:
             dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+
+
+def sum_across(value, info: ProcessInfo):
+    """A tensor summed over the processes (all-reduce on a copy); itself with one process."""
+    if info.world_size <= 1:
+        return value
+    import torch.distributed as dist
+
+    total = value.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def grad_norm(parameters) -> float:
+    """The total L2 norm of the gradients of ``parameters`` (those that have one), as
+    ``clip_grad_norm_`` measures it, without touching them."""
+    import torch
+
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

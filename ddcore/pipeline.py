@@ -8,6 +8,7 @@ reused, an unfinished one resumes. Before/after hooks run around every stage.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
 from ddcore.stages import Method, RunContext, Stage, TrainingData  # RunContext: also imported from here
 from ddcore.search import PAPER_GRID, check_grid, search_settings, validation_split
+from ddcore.tracking import Trackers, check_trackers, tracker_names
 from ddcore.store import RunLock, StageDir, atomic_write_json, copy_stage_files, digest, read_json
 
 STAGES = ("prepare", "adapt", "generate", "train", "evaluate")
@@ -100,7 +102,8 @@ class Run:
     def __init__(self, config: RunConfig, plugins: Plugins | None = None, reporter: Reporter = SILENT,
                  dataset: Dataset | None = None) -> None:
         self.plugins = plugins or Plugins()
-        self.reporter = reporter
+        # A copy: this run's trackers attach to it, not to a reporter other runs share (SILENT).
+        self.reporter = reporter = copy.copy(reporter)
         config = with_defaults(config, self.plugins)
         self.method = self.plugins.method(config.method)
         self.config = config = with_method_settings(config, self.method.settings)
@@ -120,6 +123,9 @@ class Run:
         self.store = Path(config.store) if config.store else self.out
         device = resolve_device(config.device)
         self.process = process_info(device)
+        self.tracker_names = tracker_names(config.log_with)
+        if self.process.is_main:
+            check_trackers(self.tracker_names)  # a missing package fails now, not after training
         self.context = RunContext(
             config=config,
             dataset=self.dataset,
@@ -238,10 +244,22 @@ class Run:
         if self.process.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_fewshot(self.out / FEWSHOT_FILE, shots, self.dataset, k=c.shots, seed=c.seed)
-            atomic_write_json(self.out / RUN_FILE, {
-                "config": c.to_dict(), "dataset": self.dataset.name, "stages": self.choices,
-                "train_on": self.train_on, "keys": self._keys, "resolved": self.resolved(),
-            })
+            record = {"config": c.to_dict(), "dataset": self.dataset.name, "stages": self.choices,
+                      "train_on": self.train_on, "keys": self._keys, "resolved": self.resolved()}
+            atomic_write_json(self.out / RUN_FILE, record)
+            self._start_trackers(record)
+
+    def _start_trackers(self, record: dict[str, Any]) -> None:
+        """The run's trackers (``log_with``), with its settings and stage keys as their config."""
+        if self.tracker_names and self.reporter.trackers is None:
+            self.reporter.trackers = Trackers(self.tracker_names, self.out, self.out.name)
+            self.reporter.trackers.store_config({k: record[k] for k in ("config", "keys", "stages", "train_on")})
+
+    def close(self) -> None:
+        """Close the trackers (their files are complete after this)."""
+        if self.reporter.trackers is not None:
+            self.reporter.trackers.finish()
+            self.reporter.trackers = None
 
     def choose_shots(self) -> list[Sample]:
         """The few shots (``--fewshot``, or sampled from the seed), into the context; writes nothing."""
@@ -342,6 +360,8 @@ class Run:
             extra = {**generator.metadata(), "generator": self.choices["generator"],
                      "adapter": self.choices["adapter"], "adapter_key": self._keys["adapter"]}
             synthetic = job.finish(extra)
+            if self.reporter.trackers is not None:
+                self.reporter.trackers.log_images(sample_images(synthetic, self.dataset))
             short = short_classes(stage.path, count)
             if short:
                 self.reporter.log(f"[yellow]the filter kept fewer than {count} images for {len(short)} class(es)[/] "
@@ -464,7 +484,7 @@ class Run:
             "dataset": self.dataset.name, "method": self.config.method, "classifier": self.choices["classifier"],
             "train_on": self.train_on, "shots": self.config.shots, "seed": self.config.seed,
             "images_per_class": self.config.images_per_class if self._keys["synthetic"] else 0,
-            "stages": self.choices, "keys": self._keys, "config_digest": digest(self.config.to_dict()),
+            "stages": self.choices, "keys": self._keys, "config_digest": digest(self.config.identity()),
             "search": (self.stage_dir("classifier").info() or {}).get("search"),
         }
 
@@ -475,7 +495,7 @@ class Run:
         if stop_after is not None and stop_after not in STAGES:
             raise ConfigError(f"--stop-after must be one of {', '.join(STAGES)}, not {stop_after!r}")
         lock = RunLock(_mkdir(self.out)) if self.process.is_main else contextlib.nullcontext()
-        with lock:
+        with lock, contextlib.closing(self):
             for stage in STAGES:
                 if stage in ("train", "evaluate") and not self.process.is_main:
                     return None
@@ -483,6 +503,20 @@ class Run:
                 if stage == stop_after:
                     return None
             return result
+
+
+def sample_images(synthetic: SyntheticSet, dataset: Dataset, per_class: int = 4) -> dict[str, list]:
+    """The first ``per_class`` images of each class, as arrays, for the trackers."""
+    import numpy as np
+
+    from ddcore.data import load_rgb
+
+    taken: dict[int, list] = {}
+    for row in synthetic.items:
+        images = taken.setdefault(int(row["label"]), [])
+        if len(images) < per_class:
+            images.append(np.asarray(load_rgb(synthetic.root / row["file_name"])))
+    return {f"samples/{dataset.classnames[label]}": images for label, images in sorted(taken.items())}
 
 
 def _mkdir(path: Path) -> Path:

@@ -212,7 +212,7 @@ class _StopAfter:
         def bar():
             done = [0]
 
-            def advance(k=1):
+            def advance(k=1, **status):
                 done[0] += k
                 if done[0] > self.n:
                     raise _Stop

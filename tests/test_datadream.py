@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ddcore.api import train_logs
 from ddcore.errors import StageError
 from ddcore.models import save_tiny_sd
 from ddcore.pipeline import Run
@@ -94,7 +95,8 @@ def test_interrupted_adapter_training_resumes_to_the_same_weights(tiny_folder, t
     with pytest.raises(KeyboardInterrupt):
         run.adapt()
     checkpoint = next((tmp_path / "cut").glob("adapter/*/checkpoints/dataset.pt"))
-    assert torch.load(checkpoint, weights_only=False)["step"] == 5
+    assert torch.load(checkpoint, weights_only=True)["step"] == 5
+    assert [e["step"] for e in train_logs(run.stage_dir("adapter").path)[None]] == [1, 2, 3, 4, 5, 6, 7]
     monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", original)
     resumed_steps = {"n": 0}
 
@@ -108,6 +110,13 @@ def test_interrupted_adapter_training_resumes_to_the_same_weights(tiny_folder, t
     resumed = load_file(str(again.adapt() / "dataset" / "pytorch_lora_weights.safetensors"))
     assert resumed_steps["n"] == 7  # steps 5..11, not 0..11
     assert not checkpoint.exists()
+    # The log: steps 1..12, each once, although steps 6 and 7 were logged before the kill too.
+    logs = train_logs(again.stage_dir("adapter").path)
+    assert list(logs) == [None]
+    assert [e["step"] for e in logs[None]] == list(range(1, 13))
+    uncut = train_logs(whole.stage_dir("adapter").path)[None]
+    assert [e["lr"] for e in logs[None]] == [e["lr"] for e in uncut]
+    assert [e["loss"] for e in logs[None]] == pytest.approx([e["loss"] for e in uncut], rel=1e-4)
     assert reference.keys() == resumed.keys()
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=1e-4, atol=1e-6)

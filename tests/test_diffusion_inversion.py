@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ddcore.api import train_logs
 from ddcore.errors import ConfigError, StageError
 from ddcore.generation import plan_item
 from ddcore.pipeline import Run
@@ -72,7 +73,7 @@ def test_adapter_writes_one_embedding_per_shot_in_shot_order(trained):
     assert torch.equal(torch.cat([g["embeddings"] for g in groups]), embeddings)
     assert sorted(p.name for p in (folder / "groups").iterdir()) == ["0.safetensors", "1.safetensors"]
     assert sorted(p.name for p in folder.iterdir()) == ["embeddings.json", "embeddings.safetensors", "groups",
-                                                         "stage.json"]  # no checkpoint is left
+                                                         "stage.json", "train_log"]  # no checkpoint is left
     # The embeddings moved from their start (uniform in +-0.1, seeded per shot).
     trainer = EmbeddingTrainer.__new__(EmbeddingTrainer)
     trainer.options, trainer.context, trainer.dim = run.stages["adapter"].options, run.context, 32
@@ -89,8 +90,8 @@ def test_an_interrupted_training_resumes_to_the_same_embeddings(trained, tiny_fo
     real_checkpoint, real_train = EmbeddingTrainer._checkpoint, EmbeddingTrainer.train
     calls, trained_groups = [], []
 
-    def checkpoint_then_die(self, path, *args):
-        real_checkpoint(self, path, *args)
+    def checkpoint_then_die(self, path, *args, **kwargs):
+        real_checkpoint(self, path, *args, **kwargs)
         calls.append(path.name)
         if len(calls) == 2:  # group 1's checkpoint at step 2
             raise KeyboardInterrupt
@@ -112,6 +113,12 @@ def test_an_interrupted_training_resumes_to_the_same_embeddings(trained, tiny_fo
     resumed.prepare()
     assert resumed.adapt() == stage
     assert trained_groups == [1]  # group 0 was finished and is kept
+    logs = train_logs(stage)  # one log per group; group 1's resumed at its checkpoint, no step twice
+    assert list(logs) == ["0", "1"]
+    steps = run.stages["adapter"].options.steps
+    for part, entries in logs.items():
+        assert [e["step"] for e in entries] == list(range(1, steps + 1)) and {e["part"] for e in entries} == {part}
+        assert all(e["loss"] > 0 and e["lr"] > 0 and e["grad_norm"] >= 0 for e in entries)
     assert torch.equal(load_file(str(stage / "embeddings.safetensors"))["embeddings"], expected)
     assert not list(stage.rglob("*.pt"))
 

@@ -29,9 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddcore.checkpoint import load_state, save_state
+from ddcore.distributed import grad_norm
 from ddcore.errors import ConfigError
 from ddcore.options import option
 from ddcore.seeds import mix_decision_seed
+from ddcore.train_log import TrainLog
 from ddcore.records import Sample
 from ddcore.training.data import (AUGMENTATIONS, DecodedCache, EvalImages, TrainImages, cache_side,
                                   eval_transform, shared_memory_free, train_transform)
@@ -154,26 +157,33 @@ def train(model: TrainableModel, data, options: TrainingOptions, *, num_classes:
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=n_workers,
                                          pin_memory=device.startswith("cuda"))
     model.module.train()
-    with reporter.task("training classifier", total) as advance, torch.random.fork_rng(devices=[]):
+    with reporter.task("training classifier", total) as advance, torch.random.fork_rng(devices=[]), \
+            TrainLog(out_dir, start=start, stage="classifier", reporter=reporter) as log:
         advance(start)
         for step, (images, labels, real) in enumerate(loader, start):
             torch.manual_seed(plan.step_seed(step))  # dropout: the same after a resume
             images, targets, real = _targets(images, labels, real, num_classes, options, plan.step_seed(step))
             weights = _weights(real, real_weight)
+            lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
             chunk = options.micro_batch if options.micro_batch > 0 else len(images)
+            loss = torch.zeros((), device=device)
             for lo in range(0, len(images), chunk):
                 with autocast(device, options.amp):
                     logits = model.logits(images[lo:lo + chunk].to(device, non_blocking=True))
                 log_probs = F.log_softmax(logits.float(), dim=-1)
                 per_image = -(targets[lo:lo + chunk].to(device) * log_probs).sum(-1)
-                (weights[lo:lo + chunk].to(device) * per_image).sum().backward()
+                part = (weights[lo:lo + chunk].to(device) * per_image).sum()
+                part.backward()
+                loss += part.detach()
             if options.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, options.max_grad_norm)
+                norm = float(torch.nn.utils.clip_grad_norm_(params, options.max_grad_norm))
+            else:
+                norm = grad_norm(params)
             optimizer.step()
             scheduler.step()
-            advance(1)
             done = step + 1
+            advance(1, **log.step(done, loss=float(loss), lr=lr, grad_norm=norm, images=len(images)))
             if done % plan.steps_per_epoch == 0 or (options.checkpoint_every and done % options.checkpoint_every == 0):
                 _checkpoint(out_dir, model, optimizer, scheduler, done)
     model.module.eval()
@@ -222,17 +232,15 @@ def _cache(samples: list[Sample], size: int, options: TrainingOptions, n_workers
 
 
 def _checkpoint(out_dir: Path, model: TrainableModel, optimizer, scheduler, step: int) -> None:
-    tmp = out_dir / f".{CHECKPOINT}.tmp"
-    torch.save({"step": step, "model": model.trained_state(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict()}, tmp)
-    tmp.replace(out_dir / CHECKPOINT)
+    save_state(out_dir / CHECKPOINT, {"step": step, "model": model.trained_state(), "optimizer": optimizer.state_dict(),
+                                      "scheduler": scheduler.state_dict()})
 
 
 def _resume(out_dir: Path, model: TrainableModel, optimizer, scheduler) -> int:
     path = out_dir / CHECKPOINT
     if not path.is_file():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_state(path)
     model.load_trained_state(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

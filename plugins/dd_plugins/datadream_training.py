@@ -138,13 +138,16 @@ class LoraTrainer:
         for module in self.lora_modules:
             module.train()
         label = f"adapter {group.name}" if group.label is not None else "adapter"
+        batch = min(opts.batch_size, len(group.shots)) * (2 if self.prior is not None else 1)
         train_steps(lambda step: self._loss(group, step), self.params, optimizer, scheduler, steps=group.steps,
                     checkpoint=checkpoint, restore=self._restore,
-                    save=lambda step: save_checkpoint(checkpoint, step, optimizer, scheduler, lora=self._lora_state()),
+                    save=lambda step, **loop: save_checkpoint(checkpoint, step, optimizer, scheduler,
+                                                              lora=self._lora_state(), **loop),
                     checkpoint_every=opts.checkpoint_every,
                     max_grad_norm=opts.max_grad_norm,
                     reporter=context.reporter, task=f"training {label}", resuming=f"adapter '{group.name}'",
-                    shard=self.shard)
+                    log_dir=self.out_dir, part=group.name if group.label is not None else None,
+                    images_per_step=batch, grad_scaler=self.dtype == torch.float16, shard=self.shard)
         if self.shard.is_main:
             self._save(self.out_dir / group.name)
             checkpoint.unlink(missing_ok=True)

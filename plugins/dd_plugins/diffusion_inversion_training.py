@@ -114,11 +114,13 @@ class EmbeddingTrainer:
 
         train_steps(lambda step: self._loss(embeddings, group, indices, step), [embeddings], optimizer, scheduler,
                     steps=opts.steps, checkpoint=checkpoint, restore=restore,
-                    save=lambda step: self._checkpoint(checkpoint, embeddings, optimizer, scheduler, step),
+                    save=lambda step, **loop: self._checkpoint(checkpoint, embeddings, optimizer, scheduler, step,
+                                                               **loop),
                     checkpoint_every=opts.checkpoint_every,
                     max_grad_norm=opts.max_grad_norm,
                     reporter=context.reporter, task=f"inverting group {group} ({len(indices)} images)",
-                    resuming=f"embedding group {group}")
+                    resuming=f"embedding group {group}", log_dir=self.out_dir, part=str(group),
+                    images_per_step=min(opts.batch_size, len(indices)), grad_scaler=self.dtype == torch.float16)
         self._save_group(group, indices, embeddings)
         checkpoint.unlink(missing_ok=True)
         try:
@@ -153,6 +155,6 @@ class EmbeddingTrainer:
                    "indices": torch.tensor(indices, dtype=torch.int64)}
         atomic_write_bytes(self.out_dir / GROUPS / f"{group}.safetensors", save(tensors))
 
-    def _checkpoint(self, path: Path, embeddings, optimizer, scheduler, step: int) -> None:
+    def _checkpoint(self, path: Path, embeddings, optimizer, scheduler, step: int, **loop) -> None:
         """One checkpoint (a method of its own: the resume test interrupts training here)."""
-        save_checkpoint(path, step, optimizer, scheduler, embeddings=embeddings.detach().cpu())
+        save_checkpoint(path, step, optimizer, scheduler, embeddings=embeddings.detach().cpu(), **loop)
