@@ -341,6 +341,16 @@ def predict(
 
 
 @app.command()
+def report(run_dir: Path = RUN_DIR) -> None:
+    """Write the run's report (result, training loss curves, samples) to RUN/report/."""
+    from ddcore.run_report import write_run_report
+
+    index = write_run_report(run_dir, get_plugins())
+    console.print(f"report: {index}   training curves: {index.parent / 'training.png'}", highlight=False,
+                  soft_wrap=True)
+
+
+@app.command()
 def export(
     classifier: Path = CLASSIFIER_DIR,
     dest: Path = typer.Argument(..., help="A new folder to write the exported model into."),

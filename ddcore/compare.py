@@ -155,6 +155,8 @@ def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Repo
         row = {**dataclasses.asdict(item), "name": item.name, "top1": metrics["top1"],
                "mean_per_class": metrics["mean_per_class"], "per_class": metrics["per_class"],
                "run": str(run.out), "synthetic": str(run.stage_dir("synthetic").path) if run._keys["synthetic"] else None,
+               "adapter_dir": str(run.stage_dir("adapter").path) if run._keys["adapter"] else None,
+               "classifier_dir": str(run.stage_dir("classifier").path),
                "short_classes": _short_classes(run)}
         rows.append(row)
         atomic_write_json(spec.out / RESULTS, rows)

@@ -41,7 +41,7 @@ def write_compare_outputs(spec: CompareSpec, rows: list[dict[str, Any]], plugins
         notes.append(note)
     report = write_report(spec.out / "report", title=f"dd compare: {first.dataset.name}", table=table, grids=grids,
                           real=real, quality=quality, scaling=scaling_rows(rows, spec), notes=notes,
-                          per_row_images=GRID_IMAGES)
+                          per_row_images=GRID_IMAGES, training=training_curves(rows))
     return {"table": table, "markdown": spec.out / "table.md", "report": report, "quality": quality}
 
 
@@ -76,6 +76,24 @@ def synthetic_grids(rows: list[dict[str, Any]], classnames: list[str]) -> dict[s
                 per_class[name].append(Path(row["synthetic"]) / item["file_name"])
         grids[method] = per_class
     return grids
+
+
+def training_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
+    """The training logs of each distinct adapter and classifier stage the runs used (a shared
+    adapter once, under its first run's method and seed)."""
+    from ddcore.train_log import train_logs
+
+    curves: dict[str, dict[str, dict]] = {"adapter": {}, "classifier": {}}
+    seen: set[str] = set()
+    for row in rows:
+        for kind, label in (("adapter", f"{row['method']} seed {row['seed']}"), ("classifier", row["name"])):
+            folder = row.get(f"{kind}_dir")
+            if folder and folder not in seen:
+                seen.add(folder)
+                logs = train_logs(Path(folder))
+                if logs:
+                    curves[kind][label] = logs
+    return curves
 
 
 def feature_model(spec: CompareSpec, plugins: Plugins) -> str | None:

@@ -1,5 +1,5 @@
 """The report's figures as PNG bytes (matplotlib, Agg backend): the Table 1 accuracy bars, the
-per-class Fréchet distances, the scaling curves; ``figure_png`` is the one figure-to-PNG step
+per-class Fréchet distances, the scaling curves, the training curves; ``figure_png`` is the one figure-to-PNG step
 (also used by the confusion matrix of ``ddcore.evaluation``).
 
 The rows and the Table 1 grouping come from ``ddcore.report``; this module imports nothing from
@@ -172,4 +172,65 @@ def scaling_png(study: str, rows: list[dict]) -> bytes:
     ax.set_title(f"scaling: {STUDY_LABELS.get(study, study)}")
     ax.grid(alpha=0.3)
     ax.legend(title="method · classifier", fontsize=8, title_fontsize=8)
+    return figure_png(fig)
+
+
+def _per_step(logs: dict, field: str) -> tuple[list[int], list[float]]:
+    """One curve from a stage's logs: the field per step, averaged over the parts (cls mode's
+    one adapter per class) where there are several."""
+    sums: dict[int, list[float]] = {}
+    for entries in logs.values():
+        for entry in entries:
+            value = _number(entry.get(field))
+            if value is not None:
+                sums.setdefault(int(entry["step"]), []).append(value)
+    steps = sorted(sums)
+    return steps, [sum(sums[s]) / len(sums[s]) for s in steps]
+
+
+def _smoothed(values: list[float], weight: float = 0.8) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start."""
+    out, last, norm = [], 0.0, 0.0
+    for value in values:
+        last = weight * last + (1 - weight) * value
+        norm = weight * norm + (1 - weight)
+        out.append(last / norm)
+    return out
+
+
+TRAINING_STAGES = {"adapter": "adapter (diffusion) training", "classifier": "classifier training"}
+
+
+def training_png(training: dict[str, dict[str, dict]]) -> bytes:
+    """Loss (top row) and learning rate (bottom row) per step, a column per trained stage kind
+    (``{"adapter": {label: logs}, "classifier": {...}}``, logs as ``ddcore.train_log.train_logs``
+    returns them), a line per label; the loss smoothed, the raw values faint behind it when
+    few lines are drawn."""
+    plt = _pyplot()
+    kinds = [k for k in training if training[k]]
+    fig, axes = plt.subplots(2, len(kinds), figsize=(5.5 * len(kinds), 6), squeeze=False, sharex="col")
+    for column, kind in enumerate(kinds):
+        labels = list(training[kind])
+        colours = _colours(len(labels))
+        loss_ax, lr_ax = axes[0][column], axes[1][column]
+        for label, colour in zip(labels, colours):
+            logs = training[kind][label]
+            steps, losses = _per_step(logs, "loss")
+            if not steps:
+                continue
+            if len(labels) <= 4:
+                loss_ax.plot(steps, losses, color=colour, alpha=0.25, linewidth=0.8)
+            parts = len(logs) if len(logs) > 1 else 0
+            loss_ax.plot(steps, _smoothed(losses), color=colour, linewidth=1.6,
+                         label=f"{label} (mean of {parts} parts)" if parts else label)
+            lr_ax.plot(*_per_step(logs, "lr"), color=colour, linewidth=1.2)
+        loss_ax.set_title(TRAINING_STAGES.get(kind, kind))
+        loss_ax.set_ylabel("loss (smoothed)")
+        lr_ax.set_ylabel("learning rate")
+        lr_ax.set_xlabel("step")
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        for ax in (loss_ax, lr_ax):
+            ax.grid(alpha=0.3)
+        if len(labels) <= 12:
+            loss_ax.legend(fontsize=7, loc="upper right")
     return figure_png(fig)

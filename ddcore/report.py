@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 from ddcore import plots
 # fd_png, scaling_png, quality_classes, STUDY_LABELS: also imported from here (ddcore.quality_report: fd_png)
-from ddcore.plots import STUDY_LABELS, _number, _unique, fd_png, quality_classes, scaling_png  # noqa: F401
+from ddcore.plots import (STUDY_LABELS, TRAINING_STAGES, _number, _per_step, _unique, fd_png,  # noqa: F401
+                          quality_classes, scaling_png, training_png)
 from ddcore.store import atomic_write_bytes
 
 INDEX = "index.html"
@@ -29,6 +30,7 @@ TABLE_MD = "table.md"
 TABLE_CSV = "table.csv"
 ACCURACY_PNG = "accuracy.png"
 FD_PNG = "frechet_distance.png"
+TRAINING_PNG = "training.png"
 IMAGES = "images"
 THUMBNAIL = 128  # longest side of a grid thumbnail, in pixels
 
@@ -337,6 +339,27 @@ def _quality_table_html(quality: dict[str, dict[str, dict]]) -> str:
             'the synthetic set against the real one over all classes, where measured.</p>')
 
 
+def _training_table_html(training: dict[str, dict[str, dict]]) -> str:
+    """Per trained stage: steps, the last smoothed loss, the mean images/s and the time spent."""
+    rows = []
+    for kind, labels in training.items():
+        for label, logs in labels.items():
+            entries = [e for part in logs.values() for e in part]
+            steps, losses = _per_step(logs, "loss")
+            rates = [r for r in (_number(e.get("images_per_s")) for e in entries) if r is not None]
+            seconds = sum(_number(e.get("seconds")) or 0.0 for e in entries)
+            final = plots._smoothed(losses)[-1] if losses else None
+            rows.append(f"<tr><td>{_e(TRAINING_STAGES.get(kind, kind))}</td><td>{_e(label)}</td>"
+                        f'<td class="num">{len(logs) if len(logs) > 1 else 1}</td>'
+                        f'<td class="num">{steps[-1] if steps else 0}</td>'
+                        f'<td class="num">{"n/a" if final is None else f"{final:.4g}"}</td>'
+                        f'<td class="num">{f"{sum(rates) / len(rates):.1f}" if rates else "n/a"}</td>'
+                        f'<td class="num">{seconds / 60:.1f}</td></tr>')
+    return ('<div class="table-wrap"><table><thead><tr><th>stage</th><th>run</th><th>parts</th><th>steps</th>'
+            '<th>final loss</th><th>images/s</th><th>minutes</th></tr></thead><tbody>' + "".join(rows)
+            + "</tbody></table></div>")
+
+
 def _plot_html(name: str, data: bytes, alt: str, caption: str) -> str:
     from PIL import Image
 
@@ -388,7 +411,8 @@ def _write(path: Path, data: bytes | str) -> None:
 
 def write_report(folder: Path, *, title: str, table: list[dict], grids: dict[str, dict[str, list[Path]]],
                  real: dict[str, list[Path]], quality: dict[str, dict[str, dict]] | None = None,
-                 scaling: list[dict] | None = None, notes: list[str] | None = None, per_row_images: int = 6) -> Path:
+                 scaling: list[dict] | None = None, notes: list[str] | None = None, per_row_images: int = 6,
+                 training: dict[str, dict[str, dict]] | None = None) -> Path:
     """Write the report into ``folder`` and return the path of its ``index.html``.
 
     ``table``: one row per (setting, method, classifier) with ``top1_mean``/``top1_std``,
@@ -398,7 +422,8 @@ def write_report(folder: Path, *, title: str, table: list[dict], grids: dict[str
     ``quality``: per method, per class (and optionally ``"all"``), a dict with ``"fd"`` (may be
     None) and optionally precision/recall/density/coverage (Figure 4). ``scaling``: rows with
     ``study``, ``x``, ``method``, ``classifier``, ``top1_mean``, ``top1_std``. ``notes``: lines
-    shown at the top.
+    shown at the top. ``training``: per trained stage kind (adapter, classifier), per label, the
+    stage's training logs (``ddcore.train_log.train_logs``): the loss and learning-rate curves.
 
     Every file is written atomically; the thumbnails go to a fresh folder that replaces
     ``images/`` just before ``index.html`` is written, so a rerun never mixes old and new images.
@@ -441,6 +466,18 @@ def write_report(folder: Path, *, title: str, table: list[dict], grids: dict[str
             "Per-class Fréchet distance to the real images, a bar per method (the paper’s Figure 4); "
             "n/a where it was not measured.")))
 
+    training = {kind: {label: logs for label, logs in labels.items() if logs}
+                for kind, labels in (training or {}).items()}
+    training_written = any(training.values())
+    if training_written:
+        data = training_png(training)
+        _write(folder / TRAINING_PNG, data)
+        sections.append(("training", "Training", _training_table_html(training) + _plot_html(
+            TRAINING_PNG, data, "line charts of the training loss and learning rate per step",
+            "Training loss per optimizer step (smoothed as TensorBoard does; the raw values faint where few lines "
+            "are drawn) and learning rate, from each stage's train_log.jsonl; a stage that trains one adapter "
+            "per class shows the mean over its classes.")))
+
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{IMAGES}-"))
     os.chmod(staging, 0o755)
     try:
@@ -461,8 +498,9 @@ def write_report(folder: Path, *, title: str, table: list[dict], grids: dict[str
         _write(folder / INDEX, page)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        written = {f"scaling_{_slug(study)}.png" for study in studies} | ({FD_PNG} if quality_written else set())
-        for stale in [*folder.glob("scaling_*.png"), folder / FD_PNG]:  # plots of an earlier run
+        written = ({f"scaling_{_slug(study)}.png" for study in studies} | ({FD_PNG} if quality_written else set())
+                   | ({TRAINING_PNG} if training_written else set()))
+        for stale in [*folder.glob("scaling_*.png"), folder / FD_PNG, folder / TRAINING_PNG]:  # an earlier run's
             if stale.name not in written:
                 stale.unlink(missing_ok=True)
     finally:

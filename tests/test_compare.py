@@ -110,7 +110,14 @@ def test_dd_compare_runs_the_paper_matrix_and_writes_table_and_report(tiny_folde
     assert set(quality) == {"issynth", "disef", "datadream-dset", "datadream-cls"}
     # Shared: one adapter per seed for dset, one per seed for cls; one set per generating method and seed.
     assert len(_folders(out, "synthetic")) == 4 * 3
-    assert "tiny image features" in (out / "report" / "index.html").read_text()
+    page = (out / "report" / "index.html").read_text()
+    assert "tiny image features" in page
+    # Training curves: each shared adapter once (dset and cls, three seeds; cls has a part per class).
+    assert (out / "report" / "training.png").is_file() and 'id="training"' in page
+    for seed in (0, 1, 2):
+        assert f"<td>datadream-dset seed {seed}</td><td class=\"num\">1</td>" in page
+        assert f"<td>datadream-cls seed {seed}</td><td class=\"num\">3</td>" in page
+    assert page.count("<tr><td>classifier training</td>") == len(table) * 3 - 3  # zero-shot trains nothing
     rerun = run_dd("compare", "--methods", ALL_METHODS, "--classifiers", "clip-vitb16", "--seeds", "0,1,2",
                    "--out", str(out), "--data", str(tiny_folder), *FAST, *FAST_ADAPTER, *TINY_DISEF,
                    "--quality-features", "pixels")

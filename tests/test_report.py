@@ -289,3 +289,30 @@ def test_report_in_headless_chromium(report, tmp_path):
         driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
+
+
+def _log(steps: int, loss: float, seconds: float = 30.0, part: str | None = None) -> list[dict]:
+    return [{"step": s, **({"part": part} if part else {}), "loss": loss, "lr": 1e-4 * s, "seconds": seconds,
+             "images_per_s": 8.0} for s in range(1, steps + 1)]
+
+
+def test_training_section_has_each_stage_curve_and_summary(tmp_path):
+    from PIL import Image
+
+    training = {"adapter": {"dset seed 0": {None: _log(4, 0.5)},
+                            "cls seed 0": {"a": _log(3, 0.2, part="a"), "b": _log(3, 0.4, part="b")}},
+                "classifier": {"run-x": {None: _log(10, 2.0, seconds=6.0)}, "zero-shot": {}}}
+    index = write_report(tmp_path / "r", title="t", table=TABLE, grids={}, real={}, training=training)
+    page = index.read_text()
+    assert 'id="training"' in page and 'src="training.png"' in page
+    with Image.open(tmp_path / "r" / "training.png") as image:
+        assert image.size[0] > 800 and image.size[1] > 400  # two columns of two panels
+    rows = re.findall(r"<tr><td>(adapter \(diffusion\) training|classifier training)</td><td>([^<]+)</td>"
+                      r'<td class="num">(\d+)</td><td class="num">(\d+)</td><td class="num">([^<]+)</td>'
+                      r'<td class="num">([^<]+)</td><td class="num">([^<]+)</td></tr>', page)
+    assert [r[1:] for r in rows] == [("dset seed 0", "1", "4", "0.5", "8.0", "2.0"),
+                                     ("cls seed 0", "2", "3", "0.3", "8.0", "3.0"),  # mean of the parts
+                                     ("run-x", "1", "10", "2", "8.0", "1.0")]  # no row for a stage with no log
+    write_report(tmp_path / "r", title="t", table=TABLE, grids={}, real={})
+    assert not (tmp_path / "r" / "training.png").exists()  # a rewrite without logs drops the old plot
+    assert 'id="training"' not in (tmp_path / "r" / "index.html").read_text()

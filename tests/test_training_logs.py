@@ -237,6 +237,13 @@ def test_a_run_logs_every_training_step_to_files_progress_lines_and_tensorboard(
     assert [e.step for e in events.Scalars("adapter/loss")] == [1, 2, 3, 4]
     assert [e.value for e in events.Scalars("adapter/loss")] == pytest.approx([e["loss"] for e in adapter])
     assert sorted(t for t in tags["images"]) == ["samples/blue stripes", "samples/green circle", "samples/red square"]
+    # dd report: the run's page with its result and the two stages' curves.
+    report = dd("report", str(out))
+    assert report.returncode == 0, report.stderr
+    page = (out / "report" / "index.html").read_text()
+    assert (out / "report" / "training.png").is_file() and page.count("<tr><td>") >= 2
+    assert "<td>adapter (diffusion) training</td>" in page and "<td>classifier training</td>" in page
+    assert '<td class="num">4</td>' in page  # the adapter's 4 steps
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["config"]["log_with"] == "tensorboard"
     assert "log_with" not in json.dumps(run_json["keys"])
