@@ -27,9 +27,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(processes: int, out: Path, tiny_folder: Path, method: str, *flags: str) -> subprocess.CompletedProcess:
+def launch(processes: int, out: Path, tiny_folder: Path, method: str,
+           flags: tuple[str, ...] = ("-q",)) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent
-    dd_args = ["run", "--data", str(tiny_folder), "--out", str(out), "--method", method, *(flags or ["-q"]), *ARGS]
+    dd_args = ["run", "--data", str(tiny_folder), "--out", str(out), "--method", method, *flags, *ARGS]
     if processes == 1:
         command = [str(bin_dir / "dd"), *dd_args]
     else:
@@ -56,7 +57,7 @@ def lora(out: Path, group: str) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_cls_adapters_and_generation_split_across_two_processes_match_one(tiny_folder, tmp_path):
     launch(1, tmp_path / "one", tiny_folder, "datadream-cls")
-    two = launch(2, tmp_path / "two", tiny_folder, "datadream-cls", "--verbose")
+    two = launch(2, tmp_path / "two", tiny_folder, "datadream-cls", ("-q", "--verbose"))
     assert two.stderr.count("training adapter 'datadream-cls'") == 2  # both processes took part
     one_set, two_set = png_digests(tmp_path / "one"), png_digests(tmp_path / "two")
     assert len(one_set) == 9 and one_set == two_set  # byte for byte
@@ -69,7 +70,7 @@ def test_cls_adapters_and_generation_split_across_two_processes_match_one(tiny_f
 @pytest.mark.slow
 def test_dset_adapter_trains_data_parallel_to_the_single_process_weights(tiny_folder, tmp_path):
     launch(1, tmp_path / "one", tiny_folder, "datadream-dset")
-    two = launch(2, tmp_path / "two", tiny_folder, "datadream-dset", "--quiet")
+    launch(2, tmp_path / "two", tiny_folder, "datadream-dset")
     a, b = lora(tmp_path / "one", "dataset"), lora(tmp_path / "two", "dataset")
     assert a.keys() == b.keys()
     for key in a:  # the same maths; only the order of float sums differs
@@ -81,8 +82,7 @@ def test_dset_adapter_trains_data_parallel_to_the_single_process_weights(tiny_fo
 def test_only_the_main_process_shows_progress(tiny_folder, tmp_path):
     """cls mode splits the classes over the processes: rank 0 trains classes 0 and 2, rank 1
     class 1. Without --verbose only rank 0's messages and bars reach the log."""
-    two = launch(2, tmp_path / "two", tiny_folder, "datadream-cls")
-    log = two.stderr
+    log = launch(2, tmp_path / "two", tiny_folder, "datadream-cls", flags=()).stderr
     assert log.count("training adapter 'datadream-cls'") == 1
     assert "training adapter blue_stripes:" in log and "training adapter red_square:" in log
     assert "training adapter green_circle" not in log  # rank 1's class trained, silently
