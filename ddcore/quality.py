@@ -362,7 +362,10 @@ __all__ = ["ALL", "QUALITY_KEYS", "frechet_distance", "image_features", "per_cla
            "set_quality"]
 
 
-# --------------------------------------------------------------------------- Inception FID
+# --------------------------------------------------------------------------- Inception features
+# Two Inception-v3 networks: the FID one (ddcore.fid_inception, the TensorFlow graph every
+# published FID uses) and torchvision's ImageNet one (kept for reports made with it; its
+# Fréchet distances compare only with each other).
 
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's Inception-v3 ImageNet weights
 
@@ -378,22 +381,44 @@ def inception_weights() -> Path | None:
 
 def inception_features(samples: list[Sample], weights: Path, *, device: str = "cpu", batch_size: int = 32,
                        reporter=SILENT) -> np.ndarray:
-    """2048-d pool features of torchvision's Inception-v3 (``weights``: its state dict), the
-    feature space of FID. torchvision's network, not the TensorFlow one of published FID
-    numbers: compare these values with each other only."""
+    """2048-d pool features of torchvision's ImageNet Inception-v3 (``weights``: its state
+    dict), with its own preprocessing. Not the network of published FIDs (:func:`fid_features`
+    is): compare these values with each other only."""
     import torch
     from torchvision.models import Inception_V3_Weights, inception_v3
-
-    from .training.data import EvalImages
 
     model = inception_v3(weights=None, aux_logits=True, init_weights=False)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.fc = torch.nn.Identity()
-    model.eval().to(device)
-    loader = torch.utils.data.DataLoader(EvalImages(samples, Inception_V3_Weights.IMAGENET1K_V1.transforms()),
-                                         batch_size=batch_size)
+    return network_features(model.eval(), samples, Inception_V3_Weights.IMAGENET1K_V1.transforms(),
+                            task="Inception features (torchvision)", device=device, batch_size=batch_size,
+                            reporter=reporter)
+
+
+def fid_features(samples: list[Sample], network, *, device: str = "cpu", batch_size: int = 32,
+                 reporter=SILENT) -> np.ndarray:
+    """2048-d pool3 features of the FID Inception network (``network``:
+    :func:`ddcore.fid_inception.load_fid_inception`'s, loaded once by the caller, as it is
+    asked for set after set), preprocessed as pytorch-fid does: the standard FID feature space.
+    Their :func:`frechet_distance` is FID."""
+    from .fid_inception import fid_transform
+
+    return network_features(network, samples, fid_transform, task="FID Inception features", device=device,
+                            batch_size=batch_size, reporter=reporter)
+
+
+def network_features(model, samples: list[Sample], transform: Callable, *, task: str, device: str = "cpu",
+                     batch_size: int = 32, reporter=SILENT) -> np.ndarray:
+    """``model``'s outputs (an eval-mode torch module returning ``[B, D]``) for each sample's
+    image after ``transform`` (PIL RGB -> tensor), in order, as float32 ``[N, D]``."""
+    import torch
+
+    from .training.data import EvalImages
+
+    model.to(device)
+    loader = torch.utils.data.DataLoader(EvalImages(samples, transform), batch_size=batch_size)
     parts = []
-    with torch.inference_mode(), reporter.task("Inception features", len(samples)) as advance:
+    with torch.inference_mode(), reporter.task(task, len(samples)) as advance:
         for images, _ in loader:
             parts.append(model(images.to(device)).float().cpu())
             advance(len(images))
