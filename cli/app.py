@@ -241,7 +241,8 @@ def compare(
     out: Path = Opt(Path("compare"), "--out", help="Folder for the runs, the shared stages, the table and the report."),
     quality_features: str = Opt("classifier", "--quality-features",
                                 help="Feature space of the synthetic-vs-real measures: classifier (the first "
-                                     "classifier's CLIP), clip, clip:SPEC, inception or pixels."),
+                                     "classifier's CLIP), clip, clip:SPEC, fid (standard FID Inception), fid:PATH "
+                                     "(its weights file), inception-torchvision or pixels."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run methods x classifiers x seeds on one data set, sharing every stage, and write the
@@ -285,7 +286,10 @@ def quality(
     synthetic: Path = typer.Argument(..., help="A run folder, or a folder of synthetic images (one sub-folder per "
                                                "class, or `dd generate`'s with metadata.jsonl)."),
     features: str = Opt("clip", "--features", help="Feature space: clip (ViT-B/16), clip:SPEC (any classifier "
-                                                   "model spec, e.g. tiny), inception or pixels."),
+                                                   "model spec, e.g. tiny), fid (the standard FID Inception "
+                                                   "network; only its FD compares with published FIDs), "
+                                                   "fid:PATH (its weights file), inception-torchvision or "
+                                                   "pixels."),
     real: str = Opt("train", "--real", help="Real images to compare with: train, val, test, or shots (a run's)."),
     k: int = Opt(5, "--k", help="Nearest neighbours for precision, recall, density and coverage."),
     out: Optional[Path] = Opt(None, "--out", help="Report folder (default: <run>/quality, or quality-<folder>)."),

@@ -96,6 +96,32 @@ def training_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
     return curves
 
 
+def standard_fid(quality: dict[str, dict[str, dict]], sets: dict[str, list], first, reporter: Reporter) -> str:
+    """The standard FID (the FID Inception network) of each method's set against the train
+    split's real images, all classes pooled, into ``quality[method]["all"]["fid"]``, when the
+    network's weights are on disk (``ddcore.fid_inception.fid_weights``). Returns the report
+    note's addition: the scores, why there are none, or "" when the weights are not there."""
+    from ddcore.fid_inception import fid_weights, load_fid_inception
+    from ddcore.quality import fid_features, frechet_distance
+
+    try:
+        weights = fid_weights()
+        network = load_fid_inception(weights) if weights is not None else None
+    except DDError as exc:  # a DD_FID_WEIGHTS that names no file, or the wrong file
+        return f"; no FID: {exc}"
+    if network is None:
+        return ""
+    device = first.context.device
+    real = fid_features(first.dataset.train, network, device=device, reporter=reporter)
+    scores = {method: frechet_distance(real, fid_features(samples, network, device=device, reporter=reporter))
+              for method, samples in sets.items() if len(samples) >= 2}  # a covariance needs two images
+    for method, value in scores.items():
+        quality[method]["all"]["fid"] = value
+    return (f"; FID (the standard FID Inception network, all classes, {len(real)} real images; compares with "
+            f"published FIDs only at the same image counts): " + ", ".join(
+                f"{method} {value:.2f}" for method, value in scores.items()))
+
+
 def feature_model(spec: CompareSpec, plugins: Plugins) -> str | None:
     """The open_clip model of the first classifier (its image-feature space), or None for a
     classifier that is not CLIP."""
@@ -108,7 +134,7 @@ def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plug
     the synthetic images and the data set's real train images, in ``spec.quality_features``
     (``classifier``: the first classifier's CLIP image-feature space). Returns (None, why)
     when it cannot be computed."""
-    from ddcore.quality import frechet_distance, inception_features, inception_weights, per_class_quality
+    from ddcore.quality import per_class_quality
     from ddcore.quality_report import feature_space
 
     references = _reference_rows(rows)
@@ -131,15 +157,7 @@ def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plug
         sets[method] = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
         quality[method] = per_class_quality(first.dataset.train, sets[method], classnames, features)
     note = f"feature distances: {described}, synthetic vs the train split's real images"
-    weights = inception_weights()
-    if weights is not None:  # Inception FID over all classes, when its weights are on disk
-        device = first.context.device
-        real = inception_features(first.dataset.train, weights, device=device, reporter=reporter)
-        scores = {method: frechet_distance(real, inception_features(samples, weights, device=device, reporter=reporter))
-                  for method, samples in sets.items()}
-        for method, value in scores.items():
-            quality[method]["all"]["inception_fid"] = value
-        note += "; Inception FID (torchvision Inception-v3, all classes): " + ", ".join(
-            f"{method} {value:.2f}" for method, value in scores.items())
+    if space.partition(":")[0] != "fid":  # in the fid space the "all" entry's fd already is the FID
+        note += standard_fid(quality, sets, first, reporter)
     atomic_write_json(spec.out / "quality.json", quality)
     return quality, note

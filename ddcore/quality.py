@@ -111,6 +111,17 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, eps: float) -> float:
     return float(np.sqrt(np.clip(eigenvalues.real, 0.0, None)).sum())
 
 
+def _trace_sqrt_from_samples(x: np.ndarray, y: np.ndarray) -> float:
+    """``Tr(sqrtm(S_x S_y))`` from the samples themselves. With ``A``, ``B`` the centred rows
+    scaled by ``1/sqrt(n - 1)``, ``S_x S_y = A^T A B^T B`` has the nonzero eigenvalues of
+    ``(A B^T)(A B^T)^T``, the squared singular values of ``A B^T``, so the trace is their sum.
+    Exact, and an ``n x m`` SVD: ``sqrtm`` of the singular ``d x d`` product that few samples
+    give takes minutes at FID's d = 2048 and may need the fallbacks."""
+    a = (x - x.mean(axis=0)) / math.sqrt(len(x) - 1)
+    b = (y - y.mean(axis=0)) / math.sqrt(len(y) - 1)
+    return float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
+
+
 def frechet_distance(x: np.ndarray, y: np.ndarray, *, eps: float = 1e-6) -> float:
     """Frechet distance between Gaussians fitted to the rows of ``x`` and of ``y``.
 
@@ -129,16 +140,20 @@ def frechet_distance(x: np.ndarray, y: np.ndarray, *, eps: float = 1e-6) -> floa
     degenerate, living in the span of their samples) and the result stays finite and >= 0,
     but it is a noisy, biased estimate: compare such numbers only across sets of the same sizes.
 
-    Numerics: ``sqrtm`` of the product via scipy, the usual ``eps`` diagonal offset (relative
-    to the mean variance here) if that fails, tiny imaginary parts dropped, and a tiny negative
-    total from rounding clamped to 0.
+    Numerics: with no more samples than features on either side, the trace term comes from the
+    samples (:func:`_trace_sqrt_from_samples`, exact); otherwise ``sqrtm`` of the product via
+    scipy, the usual ``eps`` diagonal offset (relative to the mean variance here) if that fails,
+    tiny imaginary parts dropped. A tiny negative total from rounding is clamped to 0.
     """
     x, y = _pair(x, y, ("x", "y"))
     mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
     s_x = np.atleast_2d(np.cov(x, rowvar=False))
     s_y = np.atleast_2d(np.cov(y, rowvar=False))
     diff = mu_x - mu_y
-    trace_root = _trace_sqrt_product(s_x, s_y, eps)
+    if max(len(x), len(y)) <= x.shape[1]:  # few-shot sets in FID's 2048 dimensions, say
+        trace_root = _trace_sqrt_from_samples(x, y)
+    else:
+        trace_root = _trace_sqrt_product(s_x, s_y, eps)
     value = float(diff @ diff + np.trace(s_x) + np.trace(s_y) - 2.0 * trace_root)
     if not math.isfinite(value):
         raise ValueError("the Frechet distance is not finite (features too large for float64?)")
@@ -347,7 +362,10 @@ __all__ = ["ALL", "QUALITY_KEYS", "frechet_distance", "image_features", "per_cla
            "set_quality"]
 
 
-# --------------------------------------------------------------------------- Inception FID
+# --------------------------------------------------------------------------- Inception features
+# Two Inception-v3 networks: the FID one (ddcore.fid_inception, the TensorFlow graph every
+# published FID uses) and torchvision's ImageNet one (kept for reports made with it; its
+# Fréchet distances compare only with each other).
 
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"  # torchvision's Inception-v3 ImageNet weights
 
@@ -363,22 +381,44 @@ def inception_weights() -> Path | None:
 
 def inception_features(samples: list[Sample], weights: Path, *, device: str = "cpu", batch_size: int = 32,
                        reporter=SILENT) -> np.ndarray:
-    """2048-d pool features of torchvision's Inception-v3 (``weights``: its state dict), the
-    feature space of FID. torchvision's network, not the TensorFlow one of published FID
-    numbers: compare these values with each other only."""
+    """2048-d pool features of torchvision's ImageNet Inception-v3 (``weights``: its state
+    dict), with its own preprocessing. Not the network of published FIDs (:func:`fid_features`
+    is): compare these values with each other only."""
     import torch
     from torchvision.models import Inception_V3_Weights, inception_v3
-
-    from .training.data import EvalImages
 
     model = inception_v3(weights=None, aux_logits=True, init_weights=False)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.fc = torch.nn.Identity()
-    model.eval().to(device)
-    loader = torch.utils.data.DataLoader(EvalImages(samples, Inception_V3_Weights.IMAGENET1K_V1.transforms()),
-                                         batch_size=batch_size)
+    return network_features(model.eval(), samples, Inception_V3_Weights.IMAGENET1K_V1.transforms(),
+                            task="Inception features (torchvision)", device=device, batch_size=batch_size,
+                            reporter=reporter)
+
+
+def fid_features(samples: list[Sample], network, *, device: str = "cpu", batch_size: int = 32,
+                 reporter=SILENT) -> np.ndarray:
+    """2048-d pool3 features of the FID Inception network (``network``:
+    :func:`ddcore.fid_inception.load_fid_inception`'s, loaded once by the caller, as it is
+    asked for set after set), preprocessed as pytorch-fid does: the standard FID feature space.
+    Their :func:`frechet_distance` is FID."""
+    from .fid_inception import fid_transform
+
+    return network_features(network, samples, fid_transform, task="FID Inception features", device=device,
+                            batch_size=batch_size, reporter=reporter)
+
+
+def network_features(model, samples: list[Sample], transform: Callable, *, task: str, device: str = "cpu",
+                     batch_size: int = 32, reporter=SILENT) -> np.ndarray:
+    """``model``'s outputs (an eval-mode torch module returning ``[B, D]``) for each sample's
+    image after ``transform`` (PIL RGB -> tensor), in order, as float32 ``[N, D]``."""
+    import torch
+
+    from .training.data import EvalImages
+
+    model.to(device)
+    loader = torch.utils.data.DataLoader(EvalImages(samples, transform), batch_size=batch_size)
     parts = []
-    with torch.inference_mode(), reporter.task("Inception features", len(samples)) as advance:
+    with torch.inference_mode(), reporter.task(task, len(samples)) as advance:
         for images, _ in loader:
             parts.append(model(images.to(device)).float().cpu())
             advance(len(images))

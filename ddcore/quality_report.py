@@ -8,9 +8,14 @@ recall, density and coverage (Naeem et al. 2020), in a feature space chosen by n
 - ``clip`` or ``clip:SPEC``: L2-normalised open_clip image embeddings (``SPEC`` is any
   ``--classifier-model`` spec, e.g. ``ViT-L-14-quickgelu:openai``, ``local-dir:/models/clip``, ``tiny``;
   plain ``clip`` is ViT-B/16, the paper's classifier);
-- ``inception``: the 2048-d pool features of torchvision's Inception-v3, FID's network (its
-  weights must be in the torch cache; values are comparable with each other, not with
-  published FIDs, which use the TensorFlow network);
+- ``fid`` or ``fid:PATH``: the 2048-d pool3 features of the FID Inception network
+  (:mod:`ddcore.fid_inception`, the TensorFlow graph of published FIDs, as pytorch-fid runs
+  it), so the Fréchet distance is the standard FID; the weights file is ``PATH``, else
+  ``$DD_FID_WEIGHTS``, else pytorch-fid's cache file in ``$TORCH_HOME/hub/checkpoints``;
+- ``inception-torchvision``: the 2048-d pool features of torchvision's ImageNet Inception-v3
+  (its weights must be in the torch cache; its distances compare with each other only, not
+  with published FIDs). Plain ``inception`` named it before and is now refused, with the two
+  new names, so that an old command cannot silently mean either;
 - ``pixels``: the image itself, resized to 16x16 RGB in [0, 1] (768 numbers; no model, a crude
   but transparent space for sanity checks).
 
@@ -36,7 +41,7 @@ from ddcore.store import atomic_write_bytes, atomic_write_json, atomic_write_tex
 
 DEFAULT_CLIP = "ViT-B-16-quickgelu:openai"  # the paper's classifier, OpenAI weights
 PIXEL_SIZE = 16
-SPACES = ("clip", "clip:SPEC", "inception", "pixels")
+SPACES = ("clip", "clip:SPEC", "fid", "fid:PATH", "inception-torchvision", "pixels")
 REPORT_FILES = ("quality.json", "quality.md", "quality.csv", "quality.png")
 
 Features = Callable[[list[Sample]], np.ndarray]
@@ -62,35 +67,67 @@ def feature_space(space: str, *, device: str = "cpu", reporter: Reporter = SILEN
     if kind == "pixels" and not spec:
         compute, described = pixel_features, f"pixels ({PIXEL_SIZE}x{PIXEL_SIZE} RGB)"
     elif kind == "clip":
-        from ddcore.models import load_clip
-        from ddcore.quality import image_features
-
-        try:
-            loaded = load_clip(spec or DEFAULT_CLIP, device=device)
-        except ModelNotFoundError as exc:  # its advice names --classifier-model; here it is --features
-            raise ModelNotFoundError(f"{exc} (here: --features clip:SPEC)") from None
-
-        def compute(samples: list[Sample]) -> np.ndarray:
-            return image_features(loaded.spec, samples, device=device, loaded=loaded, reporter=reporter)
-
-        described = f"{loaded.spec} image features (open_clip, L2-normalised)"
-    elif kind == "inception" and not spec:
-        from ddcore.quality import INCEPTION_FILE, inception_features, inception_weights
-
-        weights = inception_weights()
-        if weights is None:
-            import torch
-
-            raise ModelNotFoundError(
-                f"the inception feature space needs torchvision's Inception-v3 weights, not found offline; copy "
-                f"{INCEPTION_FILE} into {Path(torch.hub.get_dir()) / 'checkpoints'} or use --features clip or pixels")
-
-        def compute(samples: list[Sample]) -> np.ndarray:
-            return inception_features(samples, weights, device=device, reporter=reporter)
-
-        described = "Inception-v3 pool features (torchvision weights)"
+        compute, described = _clip_space(spec, device, reporter)
+    elif kind == "fid":
+        compute, described = _fid_space(spec, device, reporter)
+    elif kind == "inception-torchvision" and not spec:
+        compute, described = _torchvision_inception_space(device, reporter)
+    elif kind == "inception":
+        raise ConfigError("the feature space 'inception' is now 'fid' (the standard FID network, comparable "
+                          "with published FIDs) or 'inception-torchvision' (torchvision's ImageNet Inception-v3, "
+                          "what 'inception' meant before)")
     else:
         raise ConfigError(f"unknown feature space '{space}'; choose one of {', '.join(SPACES)}")
+    return _embed_once(compute), described
+
+
+def _clip_space(spec: str, device: str, reporter: Reporter) -> tuple[Features, str]:
+    from ddcore.models import load_clip
+    from ddcore.quality import image_features
+
+    try:
+        loaded = load_clip(spec or DEFAULT_CLIP, device=device)
+    except ModelNotFoundError as exc:  # its advice names --classifier-model; here it is --features
+        raise ModelNotFoundError(f"{exc} (here: --features clip:SPEC)") from None
+
+    def compute(samples: list[Sample]) -> np.ndarray:
+        return image_features(loaded.spec, samples, device=device, loaded=loaded, reporter=reporter)
+
+    return compute, f"{loaded.spec} image features (open_clip, L2-normalised)"
+
+
+def _fid_space(path: str, device: str, reporter: Reporter) -> tuple[Features, str]:
+    from ddcore.fid_inception import load_fid_inception, require_fid_weights
+    from ddcore.quality import fid_features
+
+    network = load_fid_inception(require_fid_weights(path or None))  # a wrong file fails before any image is read
+
+    def compute(samples: list[Sample]) -> np.ndarray:
+        return fid_features(samples, network, device=device, reporter=reporter)
+
+    return compute, "FID Inception-v3 pool3 features (pytorch-fid's network and weights: FD is FID)"
+
+
+def _torchvision_inception_space(device: str, reporter: Reporter) -> tuple[Features, str]:
+    from ddcore.quality import INCEPTION_FILE, inception_features, inception_weights
+
+    weights = inception_weights()
+    if weights is None:
+        import torch
+
+        raise ModelNotFoundError(
+            f"the inception-torchvision feature space needs torchvision's Inception-v3 weights, not found offline; "
+            f"copy {INCEPTION_FILE} into {Path(torch.hub.get_dir()) / 'checkpoints'} or use --features fid, clip "
+            f"or pixels")
+
+    def compute(samples: list[Sample]) -> np.ndarray:
+        return inception_features(samples, weights, device=device, reporter=reporter)
+
+    return compute, "Inception-v3 pool features (torchvision's ImageNet weights; not FID)"
+
+
+def _embed_once(compute: Features) -> Features:
+    """``compute`` with a cache by image path: ``dd compare`` asks for the real images once per method."""
     cache: dict[Path, np.ndarray] = {}
 
     def features(samples: list[Sample]) -> np.ndarray:
@@ -100,7 +137,7 @@ def feature_space(space: str, *, device: str = "cpu", reporter: Reporter = SILEN
                 cache[sample.path] = row
         return np.stack([cache[s.path] for s in samples]) if samples else np.zeros((0, 1), dtype=np.float32)
 
-    return features, described
+    return features
 
 
 def set_quality_report(real: list[Sample], synthetic: list[Sample], classnames: list[str], features: Features,

@@ -91,6 +91,18 @@ def test_fd_fewer_rows_than_dimensions(n, d):
     assert frechet_distance(x, y) == pytest.approx(expected, rel=1e-5)
 
 
+def test_fd_from_the_samples_equals_the_matrix_square_root():
+    """The few-samples route (an SVD of the n x m cross product) against scipy's sqrtm of the
+    covariance product it replaces, on a product small enough for sqrtm to be exact."""
+    from ddcore.quality import _trace_sqrt_from_samples, _trace_sqrt_product
+
+    rng = _rng(7)
+    x, y = rng.normal(size=(9, 24)), 2.0 * rng.normal(loc=0.3, size=(12, 24))
+    via_sqrtm = _trace_sqrt_product(np.cov(x, rowvar=False), np.cov(y, rowvar=False), 1e-6)
+    assert _trace_sqrt_from_samples(x, y) == pytest.approx(via_sqrtm, rel=1e-6)
+    assert _trace_sqrt_from_samples(x, y) == pytest.approx(_trace_sqrt_from_samples(y, x), rel=1e-9)
+
+
 def test_fd_one_dimension_and_float32():
     rng = _rng(5)
     x = rng.normal(size=(5000, 1)).astype(np.float32)
