@@ -132,7 +132,7 @@ class Plain:
 
     def _setup(self, data: Path, prompts: dict[int, str]) -> None:
         from diffusers import DDPMScheduler, StableDiffusionPipeline
-        from peft import LoraConfig
+        from peft import LoraConfig, inject_adapter_in_model
 
         args = self.args
         pipe = StableDiffusionPipeline.from_pretrained(str(self.base), safety_checker=None,
@@ -144,8 +144,11 @@ class Plain:
             module.requires_grad_(False)
         self.unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
                                          target_modules=UNET_TARGETS))
-        self.text_encoder.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
-                                                 target_modules=TEXT_TARGETS))
+        # The script calls text_encoder.add_adapter(...); transformers 5.24's version of it demands
+        # a peft release (>= 0.22) that does not exist yet, so the same injection goes through peft
+        # directly (what add_adapter does underneath; the layers and their training are the same).
+        inject_adapter_in_model(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                           target_modules=TEXT_TARGETS), self.text_encoder)
         self.params = [p for m in (self.unet, self.text_encoder) for p in m.parameters() if p.requires_grad]
         for p in self.params:  # cast_training_params: trainable LoRA weights in fp32
             p.data = p.data.float()
