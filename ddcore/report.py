@@ -360,6 +360,12 @@ def _training_table_html(training: dict[str, dict[str, dict]]) -> str:
             + "</tbody></table></div>")
 
 
+def _figure(folder: Path, name: str, data: bytes, alt: str, caption: str) -> str:
+    """Write the PNG ``data`` as ``folder/name``; its figure's HTML."""
+    _write(folder / name, data)
+    return _plot_html(name, data, alt, caption)
+
+
 def _plot_html(name: str, data: bytes, alt: str, caption: str) -> str:
     from PIL import Image
 
@@ -459,10 +465,8 @@ def write_report(folder: Path, *, title: str, table: list[dict], grids: dict[str
 
     quality_written = bool(quality and quality_classes(quality))
     if quality_written:
-        data = fd_png(quality)
-        _write(folder / FD_PNG, data)
-        sections.append(("quality", "Synthetic data quality", _quality_table_html(quality) + _plot_html(
-            FD_PNG, data, "bar chart of the Fréchet distance per class and method",
+        sections.append(("quality", "Synthetic data quality", _quality_table_html(quality) + _figure(
+            folder, FD_PNG, fd_png(quality), "bar chart of the Fréchet distance per class and method",
             "Per-class Fréchet distance to the real images, a bar per method (the paper’s Figure 4); "
             "n/a where it was not measured.")))
 
@@ -470,10 +474,8 @@ def write_report(folder: Path, *, title: str, table: list[dict], grids: dict[str
                 for kind, labels in (training or {}).items()}
     training_written = any(training.values())
     if training_written:
-        data = training_png(training)
-        _write(folder / TRAINING_PNG, data)
-        sections.append(("training", "Training", _training_table_html(training) + _plot_html(
-            TRAINING_PNG, data, "line charts of the training loss and learning rate per step",
+        sections.append(("training", "Training", _training_table_html(training) + _figure(
+            folder, TRAINING_PNG, training_png(training), "line charts of the training loss and learning rate per step",
             "Training loss per optimizer step (smoothed as TensorBoard does; the raw values faint where few lines "
             "are drawn) and learning rate, from each stage's train_log.jsonl; a stage that trains one adapter "
             "per class shows the mean over its classes.")))
