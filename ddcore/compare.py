@@ -154,10 +154,7 @@ def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Repo
             continue
         row = {**dataclasses.asdict(item), "name": item.name, "top1": metrics["top1"],
                "mean_per_class": metrics["mean_per_class"], "per_class": metrics["per_class"],
-               "run": str(run.out), "synthetic": str(run.stage_dir("synthetic").path) if run._keys["synthetic"] else None,
-               "adapter_dir": str(run.stage_dir("adapter").path) if run._keys["adapter"] else None,
-               "classifier_dir": str(run.stage_dir("classifier").path),
-               "short_classes": _short_classes(run)}
+               "run": str(run.out), **folder_fields(run), "short_classes": _short_classes(run)}
         rows.append(row)
         atomic_write_json(spec.out / RESULTS, rows)
         if on_result:
@@ -165,10 +162,22 @@ def run_matrix(spec: CompareSpec, plugins: Plugins | None = None, reporter: Repo
     return rows
 
 
+def folder_fields(run) -> dict[str, str | None]:
+    """A result row's stage folders (the report's grids and training curves read them)."""
+    folders = run.stage_folders()
+    return {"synthetic": _text(folders["synthetic"]), "adapter_dir": _text(folders["adapter"]),
+            "classifier_dir": _text(folders["classifier"])}
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def _short_classes(run) -> list[str]:
-    if not run._keys["synthetic"] or run.config.synthetic:
+    synthetic = run.stage_folders()["synthetic"]
+    if synthetic is None or run.config.synthetic:
         return []
-    return short_classes(run.stage_dir("synthetic").path, run.config.images_per_class)
+    return short_classes(synthetic, run.config.images_per_class)
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

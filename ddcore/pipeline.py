@@ -108,6 +108,7 @@ class Run:
         self.method = self.plugins.method(config.method)
         self.config = config = with_method_settings(config, self.method.settings)
         self._external: tuple[list[Sample], str] | None = None  # the --synthetic folder, once read
+        self._keys: dict[str, str | None] | None = None  # the stage keys, once the shots are chosen
         # Before the stages: a method's options may depend on the data set (ImageNet's epochs).
         self.dataset = dataset if dataset is not None else load_dataset(config, self.plugins)
         self.choices = self._choices()
@@ -418,6 +419,16 @@ class Run:
     def stage_dir(self, kind: str) -> StageDir:
         """The folder of this run's ``kind`` output (adapter, synthetic, classifier)."""
         return StageDir(self.store, kind, self._keys[kind])
+
+    def stage_folders(self) -> dict[str, Path | None]:
+        """The adapter, synthetic and classifier folders, ``None`` for a stage this run has no
+        output of (real-only runs train no adapter; zero-shot has no synthetic set). Works
+        before ``prepare()`` too (``dd report`` on a loaded run): it chooses the shots first."""
+        if self._keys is None:
+            self.choose_shots()
+            self._keys = self.keys()
+        return {kind: self.stage_dir(kind).path if self._keys[kind] else None
+                for kind in ("adapter", "synthetic", "classifier")}
 
     def train(self) -> Path:
         def body() -> Path:

@@ -11,6 +11,7 @@ learning rate along (``advance(1, loss=..., lr=...)``); the bar shows them, and
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from datetime import timedelta
@@ -46,6 +47,7 @@ class Reporter:
             interval = float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL))
         self.interval = interval
         self.trackers = None  # a ddcore.tracking.Trackers while a run logs to TensorBoard, W&B, ...
+        self.metrics_prefix = ""  # before every tracker name: a search trial's are its own curves
 
     def log(self, message: str) -> None:
         self.console.print(message, highlight=False, soft_wrap=True)
@@ -53,7 +55,14 @@ class Reporter:
     def metrics(self, values: dict[str, float], step: int) -> None:
         """Scalars of one step (``{"adapter/loss": 0.1}``) for the run's trackers, if any."""
         if self.trackers is not None:
-            self.trackers.log(values, step)
+            self.trackers.log({self.metrics_prefix + k: v for k, v in values.items()}, step)
+
+    def prefixed(self, prefix: str) -> "Reporter":
+        """A reporter whose tracker names start with ``prefix`` (``search/lr=0.001/``); the
+        bars, messages and trackers are this one's."""
+        scoped = copy.copy(self)
+        scoped.metrics_prefix = self.metrics_prefix + prefix
+        return scoped
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Advance]:

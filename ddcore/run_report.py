@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddcore.compare import table_rows
+from ddcore.compare import folder_fields, table_rows
 from ddcore.compare_report import GRID_IMAGES, synthetic_grids, training_curves
 from ddcore.errors import StageError
 from ddcore.generation import short_classes
@@ -22,16 +22,14 @@ def write_run_report(out: Path, plugins: Plugins | None = None, reporter: Report
     """The run folder's report; returns its ``index.html``. Works on an unfinished run too
     (the table is empty until ``metrics.json`` exists; the curves show the steps so far)."""
     run = load_run(Path(out), plugins, reporter)
-    run.choose_shots()
-    keys = run._keys = run.keys()
     c = run.config
-    synthetic = run.stage_dir("synthetic").path if keys["synthetic"] else None
+    folders = folder_fields(run)
+    synthetic = run.stage_folders()["synthetic"]
+    if synthetic is not None and not (synthetic / "metadata.jsonl").is_file():
+        folders["synthetic"] = None  # not generated yet: no grids
     row = {"method": c.method, "classifier": run.choices["classifier"], "setting": run.train_on, "seed": c.seed,
            "shots": c.shots, "images_per_class": c.images_per_class if synthetic else 0, "study": "",
-           "name": run.out.name, "synthetic": str(synthetic) if synthetic and (synthetic / "metadata.jsonl").is_file()
-           else None,
-           "adapter_dir": str(run.stage_dir("adapter").path) if keys["adapter"] else None,
-           "classifier_dir": str(run.stage_dir("classifier").path),
+           "name": run.out.name, **folders,
            "short_classes": short_classes(synthetic, c.images_per_class) if synthetic and synthetic.is_dir() else []}
     metrics_file = run.out / "metrics.json"
     table = []

@@ -10,6 +10,7 @@ setting). The synthetic images are never used for validation.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,11 @@ def _pick(samples: list[Sample], n: int, rng: np.random.Generator) -> list[Sampl
     return [order[i] for i in sorted(rng.choice(len(order), size=min(n, len(order)), replace=False))]
 
 
+def setting_name(point: dict[str, Any]) -> str:
+    """``lr=0.0001,mix=False``: a grid point as a readable name (the trials' tracker names)."""
+    return ",".join(f"{key}={value}" for key, value in point.items())
+
+
 def search_settings(make_classifier: Callable[[dict[str, Any]], Classifier], context, grid: dict[str, list[Any]],
                     validation: Validation, root: Path, record_file: Path) -> dict[str, Any]:
     """Train one classifier per grid point on the search data, score it on the validation
@@ -112,7 +118,9 @@ def search_settings(make_classifier: Callable[[dict[str, Any]], Classifier], con
         if not trial.is_complete():
             trial.mark_started(setting=point)
             reporter.log(f"search trial {point} -> {trial.path}")
-            make_classifier(point).fit(context, validation.search_data, trial.path)
+            # The trial's curves under their own tracker names, not over the final classifier's.
+            trial_context = dataclasses.replace(context, reporter=reporter.prefixed(f"search/{setting_name(point)}/"))
+            make_classifier(point).fit(trial_context, validation.search_data, trial.path)
             classifier = make_classifier(point)
             classifier.load(context, trial.path)
             measured = evaluate_scores(classifier.predict(context, validation.samples), validation.samples, classnames)

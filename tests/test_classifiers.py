@@ -351,9 +351,22 @@ def test_search_selects_on_validation_never_on_test(tiny_folder, tmp_path, monke
     config = config_for(tiny_folder, tmp_path / "s", method="real-finetune", shots=6, search=True,
                         search_grid={"lr": [1e-3, 1e-6], "mix": [False, True]})
     run = Run(config)
+
+    class Recorder:  # stands in for the run's trackers (--log-with): the names they get
+        names: set[str] = set()
+
+        def log(self, values, step):
+            self.names |= set(values)
+
+    run.reporter.trackers = Recorder()
     run.prepare()
     run.adapt(), run.generate()
     run.train()
+    # Each trial's curves have their own names; the final classifier's are classifier/*.
+    trial_names = {n.rsplit("/classifier/", 1)[0] for n in Recorder.names if n.startswith("search/")}
+    assert trial_names == {"search/lr=0.001,mix=False", "search/lr=0.001,mix=True",
+                           "search/lr=1e-06,mix=False", "search/lr=1e-06,mix=True"}
+    assert {"classifier/loss", "classifier/lr"} <= Recorder.names
     test_paths = {s.path for s in run.dataset.test}
     assert len(seen) == 4 and all(not (paths & test_paths) for paths in seen)
     # no val split and no train images beyond the 6 shots: shots were held out for the search
