@@ -202,7 +202,7 @@ def write_image_folder(root: Path, classes: int, train: int, size: int = 64, tes
 
 def run_config(data: Path, out: Path, *, method: str, base: Path, device: str, shots: int, images_per_class: int,
                steps: int, resolution: int, batch_size: int, seed: int = 0, adapter: dict | None = None,
-               generator: dict | None = None, store: Path | None = None):
+               generator: dict | None = None, store: Path | None = None, image_writers: int | None = None):
     """A RunConfig as ``dd`` would build it from CLI flags (``ddcore.config.resolve``): ``adapter``
     and ``generator`` are ``--set adapter.X=...`` / ``--set generator.X=...``, ``store`` ``--store``."""
     from ddcore.api import resolve_config as resolve
@@ -213,6 +213,7 @@ def run_config(data: Path, out: Path, *, method: str, base: Path, device: str, s
         "shots": shots, "images_per_class": images_per_class, "steps": steps, "resolution": resolution,
         "batch_size": batch_size, "seed": seed, "classifier_model": "tiny", "options": options,
         "store": str(store) if store else None,
+        **({"image_writers": image_writers} if image_writers is not None else {}),
     })
 
 

@@ -10,7 +10,9 @@ class ``pipe(prompt=[p] * B, generator=[torch.Generator().manual_seed(s) ...], .
 of the same size, saving each image with ``image.save(path)``. Same prompts, seeds, images,
 steps, guidance, resolution, dtype.
 
-The ratio is ours / plain (time); below 1 means ours is faster.
+The ratio is ours / plain (time); below 1 means ours is faster. A second table times ours
+against ours with the writer threads off (``image_writers=0``: each PNG encoded and written on
+the render thread), which shows how much the overlap of writing and rendering gives.
 
     python benchmarks/generation.py --model tiny --device cpu
     python benchmarks/generation.py --model sd21-shapes --device cuda
@@ -43,15 +45,17 @@ def arguments():
 
 
 class Ours:
-    def __init__(self, args, base: Path, data: Path, work: Path) -> None:
+    def __init__(self, args, base: Path, data: Path, work: Path, image_writers: int | None = None) -> None:
         self.args, self.base, self.data, self.work = args, base, data, work
+        self.image_writers = image_writers  # None: the default
         self.count = 0
+        self.name = "ours" if image_writers is None else f"ours-writers{image_writers}"
 
     def config(self, out: Path):
         a = self.args
         return C.run_config(self.data, out, method="sd-txt2img", base=self.base, device=a.device, shots=1,
                             images_per_class=a.images_per_class, steps=a.steps, resolution=a.resolution,
-                            batch_size=a.batch, seed=a.seed)
+                            batch_size=a.batch, seed=a.seed, image_writers=self.image_writers)
 
     def plan(self):
         """The prompts and seeds our run uses, for the plain side to make the same images."""
@@ -70,7 +74,7 @@ class Ours:
         from ddcore.api import Run
 
         self.count += 1
-        out = self.work / f"ours-{self.count}"
+        out = self.work / f"{self.name}-{self.count}"
         run = Run(self.config(out))
         run.prepare()
         seconds, setup_s, synthetic = C.timed_generation(run, self.args.device)
@@ -124,11 +128,18 @@ def main() -> None:
     rows = C.generation_rows(result, total)
     C.print_table(f"Generation: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,
                   note="ratio < 1: ours is faster")
+    print("ours with the image writer threads off (image_writers=0):")
+    writers = C.time_generation(ours, Ours(args, base, data, work, image_writers=0), args, total)
+    C.print_table(f"Writer threads: {args.model}, {args.device}",
+                  ["", "ours (writers on)", "writers off", "on/off (time)"], C.generation_rows(writers, total),
+                  note="ratio < 1: the writer threads make it faster")
     C.write_json(args.out, {
         "benchmark": NAME, "model": args.model, "device": args.device,
         "settings": {k: getattr(args, k) for k in ("images_per_class", "classes", "steps", "batch", "resolution",
                                                    "guidance", "repeats", "seed")},
         "dtype": str(C.generation_dtype(args.device)), "env": C.environment(args.device), **result,
+        "writers_off": {"ours_writers_on": writers["ours"], "ours_writers_off": writers["plain"],
+                        **{k: v for k, v in writers.items() if k.startswith("ratio_")}},
     })
     C.clean_workdir(args, work)
 

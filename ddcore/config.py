@@ -62,6 +62,9 @@ class RunConfig:
     # Experiment trackers (accelerate's names, comma-separated: "tensorboard,wandb"). They
     # observe the run and change no result, so no key or digest includes them.
     log_with: str | None = None
+    # Threads that encode and write the PNGs while the next batch renders (0: on the render
+    # thread). The files are the same either way, so no key includes it.
+    image_writers: int = 2
 
     def stage_options(self, kind: str) -> dict[str, Any]:
         return dict(self.options.get(kind, {}))
@@ -77,7 +80,7 @@ class RunConfig:
         return {k: v for k, v in self.to_dict().items() if k not in OBSERVERS}
 
 
-OBSERVERS = ("log_with",)
+OBSERVERS = ("log_with", "image_writers")
 
 
 # `dd run` with no data: scikit-learn's digits with tiny random models on the CPU. A check of
@@ -181,6 +184,8 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"--resolution must be a multiple of 8, got {config.resolution}")
     if config.steps is not None and config.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {config.steps}")
+    if config.image_writers < 0:
+        raise ConfigError(f"image_writers must be 0 (write on the render thread) or more, got {config.image_writers}")
     if config.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
     if not 0.0 <= config.real_weight <= 1.0:

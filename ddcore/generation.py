@@ -21,7 +21,8 @@ from ddcore.progress import Reporter
 from ddcore.seeds import image_seed
 from ddcore.records import Dataset, GenItem, Prompt, Sample, SyntheticSet
 from ddcore.stages import Filter, Generator
-from ddcore.store import atomic_save_image, atomic_write_json, atomic_write_text
+from ddcore.image_writer import ImageWriter
+from ddcore.store import atomic_write_json, atomic_write_text
 
 METADATA = "metadata.jsonl"
 COUNTS = "counts.json"  # kept/dropped per class, written when a filter ran
@@ -83,9 +84,11 @@ class GenerationJob:
         reporter: Reporter,
         setup: Callable[[], None],
         shard: Shard = Shard(),
+        writers: int = 2,
     ) -> None:
         """``setup`` loads the generator's (and filter's) models; it is called once, and only
-        when there is something to render or describe."""
+        when there is something to render or describe. ``writers`` threads encode and write
+        the PNGs while the next batch renders (0: on the render thread)."""
         missing = [dataset.classnames[c] for c in range(dataset.num_classes) if not prompts.get(c)]
         if missing:
             raise StageError(f"the prompt builder made no prompt for class(es): {', '.join(missing[:5])}")
@@ -95,6 +98,7 @@ class GenerationJob:
         self.batch_size, self.reporter, self.shard = batch_size, reporter, shard
         self.max_attempts = count if filter.passes_all else max(count, max_attempts_per_class)
         self._setup = setup
+        self.writers = writers
         self.ready = False
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -165,17 +169,19 @@ class GenerationJob:
         total = sum(sum(missing) for _, missing in blocks)
         if total == 0:
             return
-        with self.reporter.task("generating images", total) as advance:
+        # The writer closes first: the bar ends when the last image is on disk.
+        with self.reporter.task("generating images", total) as advance, ImageWriter(self.writers) as writer:
             for items, missing in blocks:
                 for item, image, needed in zip(items, self._render(items), missing):
                     if needed:  # images already on disk are kept as they are
-                        atomic_save_image(self._path(item), image)
+                        writer.save(self._path(item), image)
                 advance(sum(missing))
 
     def _run_filtered(self) -> None:
         dropped = self._dropped()
         labels = [c for c in range(self.dataset.num_classes) if self.shard.owns_class(c)]
-        with self.reporter.task("generating and filtering", self.count * len(labels)) as advance:
+        with self.reporter.task("generating and filtering", self.count * len(labels)) as advance, \
+                ImageWriter(self.writers) as writer:
             for label in labels:
                 kept = 0
                 index = 0
@@ -199,7 +205,7 @@ class GenerationJob:
                     rejected = []
                     for item, image, ok in zip(batch, images, decisions):
                         if ok:
-                            atomic_save_image(self._path(item), image)
+                            writer.save(self._path(item), image)
                             kept += 1
                             advance(1)
                         else:

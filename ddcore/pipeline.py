@@ -351,6 +351,7 @@ class Run:
                 count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
                 max_attempts_per_class=filt.max_attempts(count),
                 reporter=self.reporter, setup=setup, shard=Shard(self.context.rank, self.context.world_size),
+                writers=self.config.image_writers,
             )
             self.reporter.log(f"generating {count} images per class with '{self.choices['generator']}' -> {stage.path}")
             job.run()
