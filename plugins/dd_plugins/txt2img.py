@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from ddcore.api import Generator, hookimpl, option
 
+from .prompt_embeddings import PromptEmbeddings
+
 
 class Txt2Img(Generator):
     """Stable Diffusion text-to-image with the prompt builder's prompts."""
@@ -38,20 +40,25 @@ class Txt2Img(Generator):
         swap_scheduler(self.base, self.options.scheduler)
         self.base_identity = self.base.dd_model_id
         self.adapter = context.adapter if adapter_dir is not None else None
+        self.prompt_embeddings = PromptEmbeddings()
         if self.adapter is not None:
             self.adapter.load_into(context, self.base, adapter_dir)
 
     def call_arguments(self, items) -> dict:
-        """The pipeline arguments every image-making call shares: prompts, one CPU generator
-        per image, steps, guidance. Switches a per-class adapter to the batch's class."""
+        """The pipeline arguments every image-making call shares: the prompts' embeddings (each
+        distinct prompt encoded once), one CPU generator per image, steps, guidance. Switches
+        a per-class adapter to the batch's class first (it may change the text encoder)."""
         import torch
 
         config = self.context.config
+        selection = None
         if self.adapter is not None:
             self.adapter.select(self.base, items[0].label)
+            selection = items[0].label
         return {
-            "prompt": [item.prompt.text for item in items],
-            "negative_prompt": [self.options.negative_prompt] * len(items) if self.options.negative_prompt else None,
+            **self.prompt_embeddings.arguments(self.pipe, [item.prompt.text for item in items],
+                                               negative=self.options.negative_prompt, guidance=config.guidance,
+                                               selection=selection),
             "num_inference_steps": config.steps,
             "guidance_scale": config.guidance,
             "generator": [torch.Generator(device="cpu").manual_seed(item.seed) for item in items],

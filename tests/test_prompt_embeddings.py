@@ -1,0 +1,47 @@
+"""Prompt embeddings computed once per distinct prompt: the same images, fewer encoder calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dd_plugins.prompt_embeddings import PromptEmbeddings
+from ddcore.api import load_sd_pipeline
+
+
+def images(pipe, seeds, **arguments):
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    return pipe(**arguments, num_inference_steps=2, guidance_scale=2.0, height=32, width=32, generator=generators,
+                output_type="np").images
+
+
+def test_each_distinct_prompt_is_encoded_once_and_the_images_stay_the_same():
+    pipe = load_sd_pipeline("tiny")
+    texts = ["a photo of a cat", "a photo of a cat", "a photo of a dog", "a photo of a cat"]
+    cache = PromptEmbeddings()
+    arguments = cache.arguments(pipe, texts, negative="", guidance=2.0)
+    assert cache.encoded == 2
+    embeds = arguments["prompt_embeds"]
+    assert embeds.shape[0] == 4 and torch.equal(embeds[0], embeds[1]) and torch.equal(embeds[0], embeds[3])
+    assert not torch.equal(embeds[0], embeds[2])
+    assert arguments["negative_prompt_embeds"].shape == embeds.shape
+    cache.arguments(pipe, texts[:3], negative="", guidance=2.0)
+    assert cache.encoded == 2  # all cached
+    ours = images(pipe, [1, 2, 3, 4], **arguments)
+    plain = images(pipe, [1, 2, 3, 4], prompt=texts)
+    assert np.abs(ours - plain).mean() < 1 / 255 and np.abs(ours - plain).max() < 2 / 255
+
+
+def test_the_key_holds_the_adapter_selection_and_the_cache_is_bounded():
+    pipe = load_sd_pipeline("tiny")
+    cache = PromptEmbeddings(max_entries=2)
+    for selection in (0, 1, 0):
+        cache.arguments(pipe, ["a photo"], negative="", guidance=2.0, selection=selection)
+    assert cache.encoded == 2  # class 1's adapter may change the encoder: its own entry
+    cache.arguments(pipe, ["b photo"], negative="", guidance=2.0)  # evicts the least recently used: class 1's
+    cache.arguments(pipe, ["a photo"], negative="", guidance=2.0, selection=0)
+    assert cache.encoded == 3
+    cache.arguments(pipe, ["a photo"], negative="", guidance=2.0, selection=1)
+    assert cache.encoded == 4
+    # without guidance no negative embeddings are made
+    assert "negative_prompt_embeds" not in cache.arguments(pipe, ["a photo"], negative="", guidance=1.0)
