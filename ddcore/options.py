@@ -24,15 +24,22 @@ from ddcore.errors import ConfigError
 
 HELP = "help"  # field metadata keys
 DEMO = "demo"
+UNKEYED = "unkeyed"
 
 
 def option(default: Any = MISSING, help: str = "", *, demo: Any = MISSING,
-           default_factory: Any = MISSING) -> Any:
+           default_factory: Any = MISSING, keyed: bool = True) -> Any:
     """A dataclass field with a description and, where the offline demo (tiny random models
-    on 32-pixel digits) needs another value than the paper's, its ``demo`` value."""
+    on 32-pixel digits) needs another value than the paper's, its ``demo`` value.
+
+    ``keyed=False``: the option changes how fast the stage runs, not what it makes (a
+    compiled denoiser, the writer threads), so it is left out of the stage's key and
+    changing it reuses the finished output."""
     metadata = {HELP: help}
     if demo is not MISSING:
         metadata[DEMO] = demo
+    if not keyed:
+        metadata[UNKEYED] = True
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -62,6 +69,12 @@ def option_infos(options_cls: type) -> list[OptionInfo]:
 def demo_values(options_cls: type) -> dict[str, Any]:
     """The options a stage sets for the offline demo (``option(..., demo=...)``)."""
     return {f.name: f.metadata[DEMO] for f in dataclasses.fields(options_cls) if DEMO in f.metadata}
+
+
+def keyed_options(options: Any) -> dict[str, Any]:
+    """A stage's options as its key sees them: every option but the ``keyed=False`` ones."""
+    values = dataclasses.asdict(options)
+    return {f.name: values[f.name] for f in dataclasses.fields(options) if not f.metadata.get(UNKEYED)}
 
 
 def option_names(options_cls: type) -> set[str]:

@@ -19,7 +19,7 @@ from ddcore.distributed import process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
 from ddcore.evaluation import evaluate_scores, write_evaluation
 from ddcore.generation import COUNTS, GenerationJob, Shard, load_synthetic_folder, load_synthetic_set, short_classes
-from ddcore.options import demo_values, option_names
+from ddcore.options import demo_values, keyed_options, option_names
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
 from ddcore.records import Dataset, Prompt, Sample, SyntheticSet
@@ -177,7 +177,7 @@ class Run:
         stage = self.stages.get(kind)
         if stage is None:
             return None
-        spec = {"name": self.choices[kind], "options": dataclasses.asdict(stage.options)}
+        spec = {"name": self.choices[kind], "options": keyed_options(stage.options)}
         inputs = stage.fingerprint(self.context)
         if inputs is not None:  # keys of stages without a fingerprint stay as they were
             spec["inputs"] = inputs

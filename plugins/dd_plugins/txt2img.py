@@ -23,6 +23,12 @@ class Txt2Img(Generator):
         scheduler: str = option("", "a diffusers scheduler class name (e.g. DDIMScheduler); empty keeps the "
                                     "checkpoint's")
         dtype: str = option("auto", "pipeline dtype: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
+        # Speed only: the images stay the same (up to numerical noise), so no key includes them.
+        channels_last: str = option("auto", "channels-last U-Net and VAE: auto (on a GPU), on or off", keyed=False)
+        fuse_qkv: str = option("auto", "fused q/k/v projections: auto (on a GPU without a LoRA adapter), on or off",
+                               keyed=False)
+        compile: str = option("off", "torch.compile the U-Net: on or off (the first batch pays the compile)",
+                              keyed=False)
 
     def load_base(self, context):
         """The pipeline adapters load into and select on: the base model's text-to-image one. A
@@ -33,7 +39,7 @@ class Txt2Img(Generator):
                                 dtype=torch_dtype(self.options.dtype, context.device))
 
     def setup(self, context, adapter_dir):
-        from ddcore.api import swap_scheduler
+        from ddcore.api import speed_up, swap_scheduler
 
         self.context = context
         self.base = self.pipe = self.load_base(context)
@@ -41,6 +47,12 @@ class Txt2Img(Generator):
         self.base_identity = self.base.dd_model_id
         self.adapter = context.adapter if adapter_dir is not None else None
         self.prompt_embeddings = PromptEmbeddings()
+        self.speedups = speed_up(self.base, device=context.device, has_lora=self.adapter is not None,
+                                 channels_last=self.options.channels_last, fuse_qkv=self.options.fuse_qkv,
+                                 compile=self.options.compile)
+        levers = [name for name, on in self.speedups.items() if on is True]
+        if levers:
+            context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
         if self.adapter is not None:
             self.adapter.load_into(context, self.base, adapter_dir)
 

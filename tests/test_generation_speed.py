@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dd_plugins.prompt_embeddings import PromptEmbeddings
@@ -45,3 +46,45 @@ def test_the_key_holds_the_adapter_selection_and_the_cache_is_bounded():
     assert cache.encoded == 4
     # without guidance no negative embeddings are made
     assert "negative_prompt_embeds" not in cache.arguments(pipe, ["a photo"], negative="", guidance=1.0)
+
+
+def synthetic_arrays(run) -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    run.prepare()
+    synthetic = run.generate()
+    return {row["file_name"]: np.asarray(Image.open(synthetic.root / row["file_name"])).astype(np.float64) / 255
+            for row in synthetic.items}
+
+
+@pytest.mark.slow
+def test_every_image_preserving_option_keeps_the_set_and_its_key(tiny_folder, tmp_path):
+    """channels-last, fused QKV, a compiled U-Net (inductor, on the CPU), the writer threads:
+    each image within 1/255 mean absolute difference of the default set's, under the same key."""
+    from ddcore.api import Run
+
+    from conftest import config_for
+
+    default = Run(config_for(tiny_folder, tmp_path / "default", "--method", "sd-txt2img", image_writers=0))
+    fast = Run(config_for(tiny_folder, tmp_path / "fast", "--method", "sd-txt2img", "--set",
+                          "generator.channels_last=on", "--set", "generator.fuse_qkv=on", "--set",
+                          "generator.compile=on", image_writers=3))
+    reference, images = synthetic_arrays(default), synthetic_arrays(fast)
+    assert fast.stages["generator"].speedups == {"channels_last": True, "fuse_qkv": True, "attention": "sdpa",
+                                                 "compile": True}
+    assert fast.keys() == default.keys()  # a speed option reuses a finished set
+    assert reference.keys() == images.keys() and len(images) >= 6
+    differences = [np.abs(images[name] - reference[name]).mean() for name in reference]
+    assert max(differences) < 1 / 255
+
+
+def test_fused_projections_refuse_a_lora_and_switches_are_checked():
+    from ddcore.api import ConfigError, speed_up
+
+    pipe = load_sd_pipeline("tiny")
+    with pytest.raises(ConfigError, match="fuse_qkv=on cannot be used with a LoRA adapter"):
+        speed_up(pipe, device="cpu", has_lora=True, fuse_qkv="on")
+    with pytest.raises(ConfigError, match="generator.compile must be auto, on or off, not 'yes'"):
+        speed_up(pipe, device="cpu", has_lora=False, compile="yes")
+    # auto: nothing but SDPA on the CPU; on a GPU channels-last, and fused projections without a LoRA
+    assert speed_up(pipe, device="cpu", has_lora=False) == {"attention": "sdpa"}
