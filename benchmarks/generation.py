@@ -41,7 +41,20 @@ def arguments():
     p.add_argument("--batch", type=int, default=None, help="images per pipeline call")
     p.add_argument("--resolution", type=int, default=None, help="px")
     p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--set", dest="generator_options", action="append", default=[], metavar="generator.NAME=VALUE",
+                   help="an option of our txt2img generator, as `dd --set` (e.g. generator.compile=on); repeatable")
+    p.add_argument("--no-writers-table", action="store_true", help="skip timing ours with the writer threads off")
     return C.finish_args(p.parse_args(), NAME, DEFAULTS)
+
+
+def generator_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.removeprefix("generator.").partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects generator.NAME=VALUE, got {pair!r}")
+        options[name] = value
+    return options
 
 
 class Ours:
@@ -55,7 +68,8 @@ class Ours:
         a = self.args
         return C.run_config(self.data, out, method="sd-txt2img", base=self.base, device=a.device, shots=1,
                             images_per_class=a.images_per_class, steps=a.steps, resolution=a.resolution,
-                            batch_size=a.batch, seed=a.seed, image_writers=self.image_writers)
+                            batch_size=a.batch, seed=a.seed, image_writers=self.image_writers,
+                            generator=generator_options(a.generator_options))
 
     def plan(self):
         """The prompts and seeds our run uses, for the plain side to make the same images."""
@@ -128,18 +142,21 @@ def main() -> None:
     rows = C.generation_rows(result, total)
     C.print_table(f"Generation: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,
                   note="ratio < 1: ours is faster")
-    print("ours with the image writer threads off (image_writers=0):")
-    writers = C.time_generation(ours, Ours(args, base, data, work, image_writers=0), args, total)
-    C.print_table(f"Writer threads: {args.model}, {args.device}",
-                  ["", "ours (writers on)", "writers off", "on/off (time)"], C.generation_rows(writers, total),
-                  note="ratio < 1: the writer threads make it faster")
+    writers = None
+    if not args.no_writers_table:
+        print("ours with the image writer threads off (image_writers=0):")
+        writers = C.time_generation(ours, Ours(args, base, data, work, image_writers=0), args, total)
+        C.print_table(f"Writer threads: {args.model}, {args.device}",
+                      ["", "ours (writers on)", "writers off", "on/off (time)"], C.generation_rows(writers, total),
+                      note="ratio < 1: the writer threads make it faster")
     C.write_json(args.out, {
         "benchmark": NAME, "model": args.model, "device": args.device,
-        "settings": {k: getattr(args, k) for k in ("images_per_class", "classes", "steps", "batch", "resolution",
-                                                   "guidance", "repeats", "seed")},
+        "settings": {**{k: getattr(args, k) for k in ("images_per_class", "classes", "steps", "batch", "resolution",
+                                                      "guidance", "repeats", "seed")},
+                     "generator_options": generator_options(args.generator_options)},
         "dtype": str(C.generation_dtype(args.device)), "env": C.environment(args.device), **result,
-        "writers_off": {"ours_writers_on": writers["ours"], "ours_writers_off": writers["plain"],
-                        **{k: v for k, v in writers.items() if k.startswith("ratio_")}},
+        "writers_off": writers and {"ours_writers_on": writers["ours"], "ours_writers_off": writers["plain"],
+                                    **{k: v for k, v in writers.items() if k.startswith("ratio_")}},
     })
     C.clean_workdir(args, work)
 
