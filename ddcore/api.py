@@ -41,7 +41,7 @@ from ddcore.train_log import TrainLog, read_train_log, train_logs
 from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_json, atomic_write_text, digest, file_sha256
 
 # 1.1: TrainLog, read_train_log, train_logs, load_state, save_state, grad_norm, sum_across.
-# 1.2: speed_up; option(..., keyed=False).
+# 1.2: speed_up, resolve_switch; option(..., keyed=False).
 API_VERSION = (1, 2)
 
 # name -> module, imported on first use (they import torch).
@@ -55,6 +55,7 @@ _LAZY = {
     "training_dtype": "ddcore.models.diffusion",
     "swap_scheduler": "ddcore.models.diffusion",
     "speed_up": "ddcore.models.speedups",
+    "resolve_switch": "ddcore.models.speedups",
     "denoising_target": "ddcore.models.diffusion",
     "load_clip": "ddcore.models.clip",
     "save_open_clip_folder": "ddcore.models.clip",
@@ -102,7 +103,7 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     # 1.1
     "TrainLog", "grad_norm", "load_state", "read_train_log", "save_state", "sum_across", "train_logs",
     # 1.2
-    "speed_up",
+    "resolve_switch", "speed_up",
 ]
 
 
@@ -126,7 +127,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first
     from ddcore.models.clip import load_clip, save_open_clip_folder
     from ddcore.models.diffusion import denoising_target, load_sd_pipeline, swap_scheduler, torch_dtype, training_dtype
     from ddcore.models.loading import load_pretrained, model_identity, short_reason
-    from ddcore.models.speedups import speed_up
+    from ddcore.models.speedups import resolve_switch, speed_up
     from ddcore.models.paths import hub_cache_dir, hub_offline, hub_offline_mode
     from ddcore.models.tiny import (save_tiny_sd, tiny_captioner, tiny_clip_tokenizer, tiny_sam, tiny_sd_pipeline,
                                     tiny_text_generator)

@@ -25,9 +25,11 @@ from ddcore.errors import ConfigError
 SWITCH = ("auto", "on", "off")
 
 
-def _switch(name: str, value: str, auto: bool) -> bool:
+def resolve_switch(name: str, value: str, auto: bool) -> bool:
+    """An ``auto | on | off`` option as a bool (``auto`` is the device's default); ``name``
+    (``generator.compile``) words the error."""
     if value not in SWITCH:
-        raise ConfigError(f"generator.{name} must be auto, on or off, not {value!r}")
+        raise ConfigError(f"{name} must be auto, on or off, not {value!r}")
     return auto if value == "auto" else value == "on"
 
 
@@ -44,18 +46,18 @@ def speed_up(pipe: Any, *, device: str, has_lora: bool, channels_last: str = "au
 
     gpu = device.startswith("cuda")
     applied: dict[str, Any] = {}
-    if _switch("channels_last", channels_last, gpu):
+    if resolve_switch("generator.channels_last", channels_last, gpu):
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         applied["channels_last"] = True
-    if _switch("fuse_qkv", fuse_qkv, gpu and not has_lora):
+    if resolve_switch("generator.fuse_qkv", fuse_qkv, gpu and not has_lora):
         if has_lora:
             raise ConfigError("generator.fuse_qkv=on cannot be used with a LoRA adapter (fusing copies the base "
                               "weights and would drop the adapter's); set generator.fuse_qkv=off")
         pipe.fuse_qkv_projections()
         applied["fuse_qkv"] = True
     applied["attention"] = attention_kind(pipe)
-    if _switch("compile", compile, False):
+    if resolve_switch("generator.compile", compile, False):
         pipe.unet = torch.compile(pipe.unet)
         applied["compile"] = True
     return applied

@@ -75,6 +75,12 @@ class DataDreamAdapter(Adapter):
         mixed_precision: str = option("auto", "base-weight dtype: auto (bf16/fp16 on a GPU, fp32 on the CPU), fp16, "
                                               "bf16 or no")
         checkpoint_every: int = option(500, "steps between checkpoints a killed run resumes from", demo=50)
+        # Speed and memory only: the same training (up to numerical noise), so no key includes them.
+        gradient_checkpointing: bool = option(False, "recompute the U-Net's and text encoder's activations in the "
+                                                     "backward pass: less memory, slower steps", keyed=False)
+        fused_adamw: str = option("auto", "torch's fused AdamW kernel: auto (on a GPU), on or off", keyed=False)
+        compile: str = option("off", "torch.compile the U-Net: on or off (the first steps pay the compile)",
+                              keyed=False)
 
         def __post_init__(self) -> None:
             if self.cls_steps not in CLS_STEPS:

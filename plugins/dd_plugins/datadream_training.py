@@ -100,10 +100,38 @@ class LoraTrainer:
         for p in self.params:  # LoRA weights train in fp32 whatever the base dtype
             p.data = p.data.float()
             p.requires_grad_(True)
+        self._speed_up(options)
         self.latents = ShotLatents(self.vae, pipe.vae_scale_factor, context.shots, context.config.resolution,
                                    self.device, self.dtype, context.reporter, options.interpolation)
         self.prompt_ids = self._tokenize([context.prompts[s.label][0].text for s in context.shots])
         self.prior = self._prior_latents() if options.prior_loss_weight > 0 else None
+
+    def _speed_up(self, options) -> None:
+        """The speed and memory levers (none changes what is learned)."""
+        from ddcore.api import resolve_switch
+
+        if options.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+            if options.train_text_encoder:
+                self.text_encoder.gradient_checkpointing_enable()
+        self.fused_adamw = resolve_switch("adapter.fused_adamw", options.fused_adamw, self.device.startswith("cuda"))
+        # The compiled module only runs the forward; the LoRA weights are read from self.unet.
+        self.denoiser = torch.compile(self.unet) if resolve_switch("adapter.compile", options.compile, False) \
+            else self.unet
+        # A frozen text encoder gives each prompt the same embedding at every step: once each.
+        self._text_cache: dict[bytes, torch.Tensor] | None = None if options.train_text_encoder else {}
+
+    def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        if self._text_cache is None:
+            return self.text_encoder(ids)[0]
+        rows = []
+        for row in ids:
+            key = row.cpu().numpy().tobytes()
+            if key not in self._text_cache:
+                with torch.no_grad():
+                    self._text_cache[key] = self.text_encoder(row[None])[0][0]
+            rows.append(self._text_cache[key])
+        return torch.stack(rows)
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
@@ -131,7 +159,8 @@ class LoraTrainer:
         opts, context = self.options, self.context
         self._reset_lora(group)
         optimizer = torch.optim.AdamW(self.params, lr=opts.lr, betas=(opts.adam_beta1, opts.adam_beta2),
-                                      weight_decay=opts.weight_decay, eps=opts.adam_epsilon)
+                                      weight_decay=opts.weight_decay, eps=opts.adam_epsilon,
+                                      fused=self.fused_adamw or None)
         scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=group.warmup,
                                   num_training_steps=group.steps)
         checkpoint = self.out_dir / CHECKPOINTS / f"{group.name}.pt"
@@ -188,8 +217,8 @@ class LoraTrainer:
         latents, noise = latents.to(self.dtype), noise.to(self.dtype)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
-            context = self.text_encoder(ids)[0]
-            prediction = self.unet(noisy, timesteps, encoder_hidden_states=context).sample
+            context = self._encode_text(ids)
+            prediction = self.denoiser(noisy, timesteps, encoder_hidden_states=context).sample
         target = denoising_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * weights).sum()

@@ -1,4 +1,5 @@
-"""Prompt embeddings computed once per distinct prompt: the same images, fewer encoder calls."""
+"""Speed levers that keep the result: prompt embeddings once per prompt, the generator's and the
+adapter trainer's options (channels-last, fused QKV, compile, fused AdamW, checkpointing)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,46 @@ def test_fused_projections_refuse_a_lora_and_switches_are_checked():
         speed_up(pipe, device="cpu", has_lora=False, compile="yes")
     # auto: nothing but SDPA on the CPU; on a GPU channels-last, and fused projections without a LoRA
     assert speed_up(pipe, device="cpu", has_lora=False) == {"attention": "sdpa"}
+
+
+def trained_lora(tiny_folder, out, *sets):
+    from safetensors.torch import load_file
+
+    from ddcore.api import Run
+
+    from conftest import config_for
+
+    run = Run(config_for(tiny_folder, out, "--method", "datadream-dset", "--set", "adapter.max_steps=3",
+                         "--set", "adapter.warmup_steps=1", "--set", "adapter.batch_size=2", *sets))
+    run.prepare()
+    return run, load_file(str(run.adapt() / "dataset" / "pytorch_lora_weights.safetensors"))
+
+
+@pytest.mark.slow
+def test_the_adapter_levers_train_the_same_lora_under_the_same_key(tiny_folder, tmp_path):
+    default_run, default = trained_lora(tiny_folder, tmp_path / "default")
+    fast_run, fast = trained_lora(tiny_folder, tmp_path / "fast", "--set", "adapter.gradient_checkpointing=true",
+                                  "--set", "adapter.fused_adamw=on", "--set", "adapter.compile=on")
+    assert fast_run.keys() == default_run.keys()
+    assert fast.keys() == default.keys() and len(fast) > 0
+    for name in default:
+        assert torch.allclose(fast[name], default[name], atol=1e-5, rtol=1e-4), name
+    up = [name for name in default if "lora_B" in name or "lora.up" in name]
+    assert up and any((default[name] != 0).any() for name in up), sorted(default)[:4]  # it trained
+
+
+@pytest.mark.slow
+def test_a_frozen_text_encoder_encodes_each_prompt_once(tiny_folder, tmp_path, monkeypatch):
+    from dd_plugins import datadream_training
+
+    calls = []
+    original = datadream_training.LoraTrainer._speed_up
+
+    def spy(self, options):
+        original(self, options)
+        self.text_encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+
+    monkeypatch.setattr(datadream_training.LoraTrainer, "_speed_up", spy)
+    trained_lora(tiny_folder, tmp_path / "run", "--set", "adapter.train_text_encoder=false")
+    # 3 steps x 2 shots, but the 3 classes' prompts are encoded once each, one at a time
+    assert calls and all(n == 1 for n in calls) and len(calls) <= 3
