@@ -71,7 +71,8 @@ def option_rows(plugins: Plugins, kind: str, name: str) -> list[dict[str, Any]]:
                 option_kind, _, option = key.partition(".")
                 if option_kind == kind:
                     presets.setdefault(option, []).append(f"{method_name}{where}={value!r}")
-    return [{"option": f"{kind}.{i.name}", "type": i.type, "default": i.default, "description": i.help,
+    return [{"option": f"{kind}.{i.name}", "type": i.type, "default": i.default,
+             "description": i.help + ("" if i.keyed else " [speed only: not in the stage key]"),
              "presets": presets.get(i.name, []), **({"demo": i.demo} if i.demo is not MISSING else {})}
             for i in option_infos(entry.factory.Options)]
 

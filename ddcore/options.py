@@ -52,6 +52,7 @@ class OptionInfo:
     default: Any
     help: str
     demo: Any = MISSING
+    keyed: bool = True  # False: a speed option, left out of the stage key
 
 
 def option_infos(options_cls: type) -> list[OptionInfo]:
@@ -62,7 +63,7 @@ def option_infos(options_cls: type) -> list[OptionInfo]:
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else MISSING)
         infos.append(OptionInfo(f.name, _type_name(hints.get(f.name, Any)), default,
-                                f.metadata.get(HELP, ""), f.metadata.get(DEMO, MISSING)))
+                                f.metadata.get(HELP, ""), f.metadata.get(DEMO, MISSING), not f.metadata.get(UNKEYED)))
     return infos
 
 
