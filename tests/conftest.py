@@ -129,7 +129,8 @@ class RecordedBar:
 class RecordingReporter(Reporter):
     """A silent reporter that keeps what a stage reported: its bars (``bars``, with how far each
     was advanced) and messages. ``events`` lists "bar: <description>" as each bar opens; a test
-    may append its own entries to check what happened before a bar opened."""
+    may append its own entries to check what happened before a bar opened. A bar opened while
+    another is open fails the test."""
 
     def __init__(self) -> None:
         super().__init__(enabled=False)
@@ -142,6 +143,8 @@ class RecordingReporter(Reporter):
 
     @contextlib.contextmanager
     def task(self, description, total):
+        # A terminal shows one live display at a time (rich refuses a second): bars never nest.
+        assert all(bar.closed for bar in self.bars), f"'{description}' opened inside another bar"
         bar = RecordedBar(description, total)
         self.bars.append(bar)
         self.events.append(f"bar: {description}")

@@ -241,13 +241,34 @@ def test_folder_masks_edit_the_background_or_the_object(tiny_folder, tmp_path, i
     assert len(logged) == 1 and "covers 100% of the image" in logged[0] and "change nothing" in logged[0]
 
 
+@pytest.mark.parametrize(("per_class", "masked"), [(2, 6), (1, 3)])
+def test_sam_masks_the_planned_shots_in_setup_under_a_bar(tiny_folder, tmp_path, per_class, masked):
+    """Before generation's bar opens, one bar per setup over the shots the planned images start
+    from (each class has two shots; one image per class starts from its first only)."""
+    reporter = RecordingReporter()
+    out = tmp_path / "run"
+    run = Run(config_for(tiny_folder, out, "--method", "varireal", "--images-per-class", str(per_class),
+                         "--set", "generator.segmenter=tiny"), reporter=reporter)
+    run.prepare()
+    generator = run.stages["generator"]
+    generator.plan_prompts(run.context, run._build_prompts())
+    generator.setup(run.context, None)
+    [bar] = reporter.bars
+    assert (bar.description, bar.total, bar.done, bar.closed) == ("masking shots with SAM", masked, masked, True)
+    assert len(list((out / vr.MASKS_DIR).rglob("*.png"))) == masked
+
+
 @pytest.mark.slow
 def test_sam_masks_are_computed_per_shot_and_saved(tiny_folder, tmp_path):
     out = tmp_path / "run"
+    reporter = RecordingReporter()
     run = Run(config_for(tiny_folder, out, "--method", "varireal-texture-infeasible", "--set", "generator.segmenter=tiny",
-                         "--set", "generator.dilate=1"))
+                         "--set", "generator.dilate=1"), reporter=reporter)
     run.prepare()
     synthetic = run.generate()
+    # The shots are masked in setup, under their own bar, before generation's opens.
+    assert [(b.description, b.done) for b in reporter.bars] == [("masking shots with SAM", 6),
+                                                                ("generating images", 6)]
     shots = run.context.shots
     saved = sorted((out / vr.MASKS_DIR).rglob("*.png"))
     assert len(saved) == len(shots) == 6
