@@ -169,6 +169,7 @@ class GenerationJob:
         total = sum(sum(missing) for _, missing in blocks)
         if total == 0:
             return
+        self.ensure_ready()  # models load before the bar opens: its rate and eta count rendering only
         # The writer closes first: the bar ends when the last image is on disk.
         with self.reporter.task("generating images", total) as advance, ImageWriter(self.writers) as writer:
             for items, missing in blocks:
@@ -177,9 +178,35 @@ class GenerationJob:
                         writer.save(self._path(item), image)
                 advance(sum(missing))
 
+    def _work_left(self, labels: list[int], dropped: set[tuple[int, int]], is_valid: Callable[[GenItem], bool]) -> bool:
+        """Whether a class of ``labels`` still has an attempt to render (the walk of
+        :meth:`_run_filtered`, without rendering)."""
+        for label in labels:
+            kept = 0
+            for index in range(self.max_attempts):
+                if kept == self.count:
+                    break
+                if (label, index) in dropped:
+                    continue
+                if not is_valid(plan_item(self.dataset, self.prompts, self.run_seed, label, index)):
+                    return True
+                kept += 1
+        return False
+
     def _run_filtered(self) -> None:
         dropped = self._dropped()
         labels = [c for c in range(self.dataset.num_classes) if self.shard.owns_class(c)]
+        checked: dict[tuple[int, int], bool] = {}  # each file on disk is decoded once
+
+        def is_valid(item: GenItem) -> bool:
+            key = (item.label, item.index)
+            if key not in checked:
+                checked[key] = image_is_valid(self._path(item))
+            return checked[key]
+
+        if not self._work_left(labels, dropped, is_valid):
+            return  # nothing to render: the models are not loaded, and there is no bar
+        self.ensure_ready()  # models load before the bar opens: its rate and eta count rendering only
         with self.reporter.task("generating and filtering", self.count * len(labels)) as advance, \
                 ImageWriter(self.writers) as writer:
             for label in labels:
@@ -193,7 +220,7 @@ class GenerationJob:
                         index += 1
                         if (label, item.index) in dropped:
                             continue
-                        if image_is_valid(self._path(item)):
+                        if is_valid(item):
                             kept += 1
                             advance(1)
                         else:

@@ -10,11 +10,13 @@ The variables are set in the environment, so ``dd`` subprocesses inherit them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import pytest
 from PIL import Image
 
 from ddcore.config import resolve
+from ddcore.progress import Reporter
 
 _HOME = tempfile.mkdtemp(prefix="dd-test-home-")
 
@@ -113,3 +116,44 @@ def dd(*args: str, env: dict | None = None, cwd: Path | None = None, script: str
 @pytest.fixture
 def run_dd():
     return dd
+
+
+@dataclass
+class RecordedBar:
+    description: str
+    total: int | None
+    done: int = 0
+    closed: bool = False
+
+
+class RecordingReporter(Reporter):
+    """A silent reporter that keeps what a stage reported: its bars (``bars``, with how far each
+    was advanced) and messages. ``events`` lists "bar: <description>" as each bar opens; a test
+    may append its own entries to check what happened before a bar opened. A bar opened while
+    another is open fails the test."""
+
+    def __init__(self) -> None:
+        super().__init__(enabled=False)
+        self.bars: list[RecordedBar] = []
+        self.messages: list[str] = []
+        self.events: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+
+    @contextlib.contextmanager
+    def task(self, description, total):
+        # A terminal shows one live display at a time (rich refuses a second): bars never nest.
+        assert all(bar.closed for bar in self.bars), f"'{description}' opened inside another bar"
+        bar = RecordedBar(description, total)
+        self.bars.append(bar)
+        self.events.append(f"bar: {description}")
+
+        def advance(n=1, **status):
+            assert not bar.closed
+            bar.done += n
+
+        try:
+            yield advance
+        finally:
+            bar.closed = True

@@ -17,9 +17,10 @@ from ddcore.errors import ModelNotFoundError
 from ddcore.generation import image_is_valid
 from ddcore.pipeline import Run
 from ddcore.plugins import Plugins
+from ddcore.progress import SILENT
 from ddcore.records import Dataset, GenItem, Prompt
 
-from conftest import CLASSES, FAST, config_for, make_image, write_image_folder
+from conftest import CLASSES, FAST, RecordingReporter, config_for, make_image, write_image_folder
 
 import dd_plugins.captions as captions_mod
 from dd_plugins.captions import CaptionPrompts, load_captioner
@@ -46,8 +47,9 @@ class FakeCaptioner:
         pass
 
 
-def caption_run(data: Path, out: Path, *extra: str) -> Run:
-    run = Run(config_for(data, out, "--method", "sd-txt2img", "--prompt-builder", "captions", *extra))
+def caption_run(data: Path, out: Path, *extra: str, reporter=SILENT) -> Run:
+    run = Run(config_for(data, out, "--method", "sd-txt2img", "--prompt-builder", "captions", *extra),
+              reporter=reporter)
     run.prepare()
     return run
 
@@ -99,10 +101,15 @@ def test_one_shot_or_other_shot_off_uses_the_shots_own_caption(tmp_path, monkeyp
 
 
 def test_tiny_captioner_writes_a_cache_that_a_rerun_reuses(tiny_folder, tmp_path, monkeypatch):
+    reporter = RecordingReporter()
     run = caption_run(tiny_folder, tmp_path / "run", "--set", "prompt_builder.model=tiny",
-                      "--set", "prompt_builder.max_new_tokens=6")
+                      "--set", "prompt_builder.max_new_tokens=6", "--set", "prompt_builder.batch_size=1",
+                      reporter=reporter)
     builder = run.stages["prompt_builder"]
     prompts = builder.build(run.context)
+    # One bar over the images captioned, advanced per image (batches of one).
+    [bar] = reporter.bars
+    assert (bar.description, bar.total, bar.done, bar.closed) == ("captioning real shots", 6, 6, True)
     cache_files = list((tmp_path / "run" / "captions").glob("*.json"))
     assert cache_files == [builder.cache_path(run.context)]
     cache = json.loads(cache_files[0].read_text())
@@ -120,13 +127,20 @@ def test_tiny_captioner_writes_a_cache_that_a_rerun_reuses(tiny_folder, tmp_path
             assert prompts[label][s] == Prompt(f"a photo of a {name}, {other}", source=shot.path)
     # A second builder on the same run folder loads no model and returns the same prompts.
     loads = []
-    monkeypatch.setattr(captions_mod, "load_captioner", lambda *a, **k: loads.append(a) or FakeCaptioner([]))
+
+    def load(*args, **kwargs):
+        loads.append(args)
+        reporter.events.append("load")
+        return FakeCaptioner([])
+
+    monkeypatch.setattr(captions_mod, "load_captioner", load)
     assert Plugins().create("prompt_builder", "captions", {"model": "tiny", "max_new_tokens": 6}).build(
         run.context) == prompts
-    assert loads == []
-    # Other settings are another cache file (and are captioned anew).
+    assert loads == [] and len(reporter.bars) == 1  # nothing to caption: no bar either
+    # Other settings are another cache file (and are captioned anew, the model loaded before the bar).
     Plugins().create("prompt_builder", "captions", {"model": "tiny", "max_new_tokens": 5}).build(run.context)
     assert len(loads) == 1 and len(list((tmp_path / "run" / "captions").glob("*.json"))) == 2
+    assert reporter.events[-2:] == ["load", "bar: captioning real shots"] and reporter.bars[-1].done == 6
 
 
 def test_a_saved_captioner_folder_loads_like_a_downloaded_model(tmp_path):

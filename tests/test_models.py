@@ -134,6 +134,74 @@ def test_folder_without_model_index_errors(tmp_path):
     assert "no such folder" in _one_line(exc)
 
 
+# --------------------------------------------------------------------------- the libraries' bars
+
+
+def _bar_states() -> dict:
+    """Whether each library's bars are on; the hub's per-group states too."""
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as transformers_logging
+
+    return {"transformers": transformers_logging.is_progress_bar_enabled(),
+            "diffusers": diffusers_logging.is_progress_bar_enabled(),
+            "hub": not hub_utils.are_progress_bars_disabled(),
+            "hub group": not hub_utils.are_progress_bars_disabled("huggingface_hub.lfs_upload")}
+
+
+@pytest.fixture
+def bar_states():
+    """Sets the libraries' bar states for a test and puts the session's back after it."""
+    import importlib
+
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    hub_states = importlib.import_module("huggingface_hub.utils.tqdm").progress_bar_states
+
+    libraries = (transformers_logging, diffusers_logging)
+
+    def set_states(on: tuple[bool, bool], hub: dict) -> None:
+        for library, enabled in zip(libraries, on):
+            (library.enable_progress_bar if enabled else library.disable_progress_bar)()
+        hub_states.clear()  # after transformers' switch, which also sets the hub's
+        hub_states.update(hub)
+
+    saved = tuple(library.is_progress_bar_enabled() for library in libraries), dict(hub_states)
+    yield lambda on: set_states((on, on), {"_global": on, "huggingface_hub.lfs_upload": not on})
+    set_states(*saved)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_loading_turns_only_the_libraries_loading_bars_off_and_only_during_the_load(tmp_path, bar_states, on):
+    """transformers' and diffusers' loading bars are off while a model loads; huggingface_hub's
+    download bars (global and per group) are left alone; the state before is back after."""
+    from transformers import AutoModelForCausalLM
+
+    from ddcore.models.loading import load_pretrained
+    from ddcore.models.tiny import save_tiny_text_generator
+
+    folder = save_tiny_text_generator(tmp_path / "lm")
+    bar_states(on)
+    before = _bar_states()
+    during = []
+
+    def load(source, **kwargs):
+        during.append(_bar_states())
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+
+    model, identity = load_pretrained(str(folder), what="text model", use="DIR", load=load)
+    assert identity == str(folder.resolve()) and model.config.vocab_size > 0
+    assert during == [{"transformers": False, "diffusers": False, "hub": on, "hub group": not on}]
+    assert _bar_states() == before
+    # The tiny path and a failed load put the state back too.
+    load_pretrained("tiny", what="text model", use="DIR", load=load, tiny=lambda: during.append(_bar_states()))
+    assert during[-1] == during[0] and _bar_states() == before
+    with pytest.raises(ModelNotFoundError):
+        load_pretrained(str(tmp_path), what="text model", use="DIR", load=load)
+    assert _bar_states() == before
+
+
 def test_tokenizer_ids_match_open_clip():
     hf = tiny_clip_tokenizer()
     oc = open_clip.get_tokenizer("ViT-B-16")

@@ -21,7 +21,7 @@ from ddcore.records import Dataset, Prompt
 from ddcore.stages import Filter, Generator
 from ddcore.store import atomic_write_bytes
 
-from conftest import config_for
+from conftest import RecordingReporter, config_for
 
 
 class SeedColour(Generator):
@@ -74,7 +74,7 @@ def job(root: Path, generator, filt=None, count=5, batch=2, dataset=None, **kw) 
     prompts = {c: [Prompt(f"a photo of a {n}")] for c, n in enumerate(dataset.classnames)}
     return GenerationJob(dataset=dataset, prompts=prompts, generator=generator, filter=filt or KeepAll(),
                          root=root, count=count, run_seed=7, batch_size=batch,
-                         max_attempts_per_class=kw.pop("max_attempts", 40), reporter=SILENT,
+                         max_attempts_per_class=kw.pop("max_attempts", 40), reporter=kw.pop("reporter", SILENT),
                          setup=lambda: generator.setup(None, None), **kw)
 
 
@@ -195,6 +195,33 @@ def test_filter_bound_reached_is_recorded_not_a_crash(tmp_path):
     assert synthetic.items == []
     counts = json.loads((tmp_path / "counts.json").read_text())
     assert counts["class 0"] == {"kept": 0, "dropped": 5}
+
+
+@pytest.mark.parametrize(("filt", "bar"), [(KeepAll, "generating images"), (EvenOnly, "generating and filtering")])
+def test_models_load_before_the_bar_opens_and_not_at_all_when_nothing_is_left(tmp_path, filt, bar):
+    """The bar's rate and eta count rendering, not the loading of the models."""
+    reporter = RecordingReporter()
+    gen = SeedColour()
+    gen.setup = lambda context, adapter_dir: reporter.events.append("setup")
+    job(tmp_path, gen, filt=filt(), count=4, reporter=reporter).run()
+    assert reporter.events == ["setup", f"bar: {bar}"]
+    [recorded] = reporter.bars
+    assert recorded.total == recorded.done == 12 and recorded.closed
+    job(tmp_path, gen, filt=filt(), count=4, reporter=reporter).run()  # a rerun with every image there
+    assert reporter.events == ["setup", f"bar: {bar}"]
+
+
+def test_a_filtered_class_whose_attempts_are_all_dropped_loads_nothing_on_a_rerun(tmp_path):
+    class DropAll(Filter):
+        def keep(self, images, items):
+            return [False] * len(images)
+
+    reporter = RecordingReporter()
+    gen = SeedColour()
+    job(tmp_path, gen, filt=DropAll(), count=3, max_attempts=5, reporter=reporter).run()
+    assert gen.setups == 1 and reporter.bars[0].done == 0
+    job(tmp_path, gen, filt=DropAll(), count=3, max_attempts=5, reporter=reporter).run()
+    assert gen.setups == 1 and len(reporter.bars) == 1  # every attempt is known to be dropped
 
 
 def test_shards_together_make_the_same_set(tmp_path):

@@ -13,17 +13,18 @@ from PIL import Image
 
 import dd_plugins.varireal as vr
 import dd_plugins.varireal_prompts as vrp
-from conftest import FAST, config_for
+from conftest import FAST, RecordingReporter, config_for
 from ddcore.data.images import load_rgb
 from ddcore.errors import ConfigError, DataError, DDError, ModelNotFoundError
 from ddcore.pipeline import Run
 from ddcore.plugins import Plugins
+from ddcore.progress import SILENT
 from dd_plugins.img2img import square_source
 from test_img2img import identity_vae
 
 
-def prompts_for(tiny_folder, out, *extra):
-    run = Run(config_for(tiny_folder, out, "--method", "varireal", *extra))
+def prompts_for(tiny_folder, out, *extra, reporter=SILENT):
+    run = Run(config_for(tiny_folder, out, "--method", "varireal", *extra), reporter=reporter)
     return run, run.stages["prompt_builder"].build(run.context)
 
 
@@ -111,9 +112,13 @@ def test_bad_options_are_one_line_errors(tiny_folder, tmp_path, option, says):
 def test_tiny_text_model_runs_offline_caches_and_fills_up(tiny_folder, tmp_path, monkeypatch):
     extra = ("--set", "prompt_builder.text_model=tiny", "--set", "prompt_builder.values=4",
              "--set", "prompt_builder.max_new_tokens=30", "--set", "prompt_builder.feasibility=mixed")
-    run, first = prompts_for(tiny_folder, tmp_path / "a", *extra)
+    reporter = RecordingReporter()
+    run, first = prompts_for(tiny_folder, tmp_path / "a", *extra, reporter=reporter)
     cache = json.loads((tmp_path / "a" / vr.VALUES_CACHE).read_text())["answers"]
     assert len(cache) == 3 * 2  # one question per class and feasibility
+    [bar] = reporter.bars  # advanced per question
+    assert (bar.description, bar.total, bar.done, bar.closed) == (
+        "asking the language model for background values", 6, 6, True)
     assert {(e["feasibility"], e["values"], e["model"]) for e in cache.values()} == {
         ("feasible", 2, "tiny"), ("infeasible", 2, "tiny")}
     for label, ps in first.items():
@@ -128,7 +133,8 @@ def test_tiny_text_model_runs_offline_caches_and_fills_up(tiny_folder, tmp_path,
         raise AssertionError("the model was asked again")
 
     monkeypatch.setattr(vrp, "load_text_generator", fail)
-    assert infos(prompts_for(tiny_folder, tmp_path / "a", *extra)[1]) == infos(first)
+    assert infos(prompts_for(tiny_folder, tmp_path / "a", *extra, reporter=reporter)[1]) == infos(first)
+    assert len(reporter.bars) == 1  # nothing asked: no bar
 
     name = run.dataset.class_dirs[0]  # the folder name: "_" for " " is still the class
     # Parsing and fill-up: numbering, bullets, quotes, duplicates and the class name are cleaned away.
@@ -142,6 +148,29 @@ def test_tiny_text_model_runs_offline_caches_and_fills_up(tiny_folder, tmp_path,
     assert [(p.info["value"], p.info["value_source"]) for p in prompts[0]] == [
         ("A sunny beach", "model"), ("a desert", "model"), ("a grassy park", "builtin"), ("a city street", "builtin")]
     assert vr.parse_values("1) neon pink; 2) neon pink\n3: a b c d e f g h i", "x") == ["neon pink"]
+
+
+def test_the_language_model_bar_counts_only_the_questions_asked(tiny_folder, tmp_path, monkeypatch):
+    """A class the values file gives enough values is not asked; the model loads before the bar."""
+    reporter = RecordingReporter()
+
+    class Fake:
+        def ask(self, question, max_new_tokens):
+            reporter.events.append("ask")
+            return "a desert\na harbour"
+
+    def load(*args, **kwargs):
+        reporter.events.append("load")
+        return Fake()
+
+    monkeypatch.setattr(vrp, "load_text_generator", load)
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps({"red_square": {"background": {"feasible": ["a", "b", "c", "d"]}}}))
+    prompts_for(tiny_folder, tmp_path / "run", "--set", "prompt_builder.text_model=tiny", "--set",
+                "prompt_builder.values=4", "--set", f"prompt_builder.values_file={values}", reporter=reporter)
+    assert reporter.events == ["load", "bar: asking the language model for background values", "ask", "ask"]
+    [bar] = reporter.bars
+    assert (bar.total, bar.done) == (2, 2)
 
 
 # --------------------------------------------------------------------------- the generator
@@ -212,13 +241,34 @@ def test_folder_masks_edit_the_background_or_the_object(tiny_folder, tmp_path, i
     assert len(logged) == 1 and "covers 100% of the image" in logged[0] and "change nothing" in logged[0]
 
 
+@pytest.mark.parametrize(("per_class", "masked"), [(2, 6), (1, 3)])
+def test_sam_masks_the_planned_shots_in_setup_under_a_bar(tiny_folder, tmp_path, per_class, masked):
+    """Before generation's bar opens, one bar per setup over the shots the planned images start
+    from (each class has two shots; one image per class starts from its first only)."""
+    reporter = RecordingReporter()
+    out = tmp_path / "run"
+    run = Run(config_for(tiny_folder, out, "--method", "varireal", "--images-per-class", str(per_class),
+                         "--set", "generator.segmenter=tiny"), reporter=reporter)
+    run.prepare()
+    generator = run.stages["generator"]
+    generator.plan_prompts(run.context, run._build_prompts())
+    generator.setup(run.context, None)
+    [bar] = reporter.bars
+    assert (bar.description, bar.total, bar.done, bar.closed) == ("masking shots with SAM", masked, masked, True)
+    assert len(list((out / vr.MASKS_DIR).rglob("*.png"))) == masked
+
+
 @pytest.mark.slow
 def test_sam_masks_are_computed_per_shot_and_saved(tiny_folder, tmp_path):
     out = tmp_path / "run"
+    reporter = RecordingReporter()
     run = Run(config_for(tiny_folder, out, "--method", "varireal-texture-infeasible", "--set", "generator.segmenter=tiny",
-                         "--set", "generator.dilate=1"))
+                         "--set", "generator.dilate=1"), reporter=reporter)
     run.prepare()
     synthetic = run.generate()
+    # The shots are masked in setup, under their own bar, before generation's opens.
+    assert [(b.description, b.done) for b in reporter.bars] == [("masking shots with SAM", 6),
+                                                                ("generating images", 6)]
     shots = run.context.shots
     saved = sorted((out / vr.MASKS_DIR).rglob("*.png"))
     assert len(saved) == len(shots) == 6

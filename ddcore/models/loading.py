@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelNotFoundError
+from .library_bars import quiet_loading_bars
 from .paths import hub_cache_dir, hub_offline, hub_offline_mode
 
 TINY = "tiny"
@@ -74,13 +75,16 @@ def load_pretrained(spec: str, *, what: str, use: str, load: Callable[..., Any],
     Errors are one line: ``what`` names the model ("captioning model"), ``use`` says how to
     pass a local copy (``--set prompt_builder.model=DIR``), ``download`` is the hub id the
     advice downloads (default ``spec``) and ``note`` is added after the reason.
-    """
-    import diffusers.utils.logging
-    import transformers.utils.logging
 
-    # Our own progress bars report the work; the libraries' loading bars would interleave.
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    Our own progress bars report the work: the libraries' loading bars, which would interleave
+    with them, are off during the load (only); huggingface_hub's download bars stay on.
+    """
+    with quiet_loading_bars():
+        return _load(spec, what=what, use=use, load=load, tiny=tiny, marker=marker, download=download, note=note)
+
+
+def _load(spec: str, *, what: str, use: str, load: Callable[..., Any], tiny: Callable[[], Any] | None,
+          marker: str, download: str | None, note: str) -> tuple[Any, str]:
     spec = spec.strip()
     identity = model_identity(spec)
     if spec == TINY and tiny is not None:

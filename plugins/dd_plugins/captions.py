@@ -253,49 +253,58 @@ class CaptionPrompts(PromptBuilder):
 
     def captions(self, context) -> dict[str, str]:
         """Caption every shot once (cached); returns {str(shot path): caption}."""
+        cache = CaptionCache(self.cache_path(context))
+        result: dict[str, str] = {}
+        todo: list[tuple[dict[str, str], list]] = []  # per class: its conditioning and its uncached shots
+        for label, shots in context.shots_by_class().items():
+            name = context.dataset.classnames[label]
+            # Both texts key the entry whatever the model uses, so nothing is loaded to look it up.
+            conditioning = {"prefix": self.options.prefix.format(classname=name).strip(),
+                            "query": self.options.query.format(classname=name)}
+            missing = []
+            for shot in shots:
+                sha = file_sha256(shot.path)
+                found = cache.get(shot.path, sha, conditioning)
+                if found is None:
+                    missing.append((shot, sha))
+                else:
+                    result[str(shot.path)] = found
+            if missing:
+                todo.append((conditioning, missing))
+        if todo:
+            self._caption(context, cache, todo, result)
+        return result
+
+    def _caption(self, context, cache: CaptionCache, todo: list[tuple[dict[str, str], list]],
+                 result: dict[str, str]) -> None:
+        """Caption the shots of ``todo`` into ``cache`` and ``result``, a bar counting images."""
         from PIL import Image
 
         from ddcore.api import torch_dtype
 
-        cache = CaptionCache(self.cache_path(context))
-        captioner: Captioner | None = None
-        result: dict[str, str] = {}
+        context.reporter.log(f"captioning the real shots with '{self.options.model}' -> {cache.path}")
+        # Loaded before the bar opens: the bar's rate and eta count captioning only.
+        captioner = load_captioner(self.options.model, device=context.device,
+                                   dtype=torch_dtype(self.options.dtype, context.device))
         try:
-            for label, shots in context.shots_by_class().items():
-                name = context.dataset.classnames[label]
-                prefix = self.options.prefix.format(classname=name).strip()
-                query = self.options.query.format(classname=name)
-                # Both texts key the entry whatever the model uses, so nothing is loaded to look it up.
-                conditioning = {"prefix": prefix, "query": query}
-                missing = []
-                for shot in shots:
-                    sha = file_sha256(shot.path)
-                    found = cache.get(shot.path, sha, conditioning)
-                    if found is None:
-                        missing.append((shot, sha))
-                    else:
-                        result[str(shot.path)] = found
-                if not missing:
-                    continue
-                if captioner is None:
-                    context.reporter.log(f"captioning the real shots with '{self.options.model}' -> {cache.path}")
-                    captioner = load_captioner(self.options.model, device=context.device,
-                                               dtype=torch_dtype(self.options.dtype, context.device))
-                for start in range(0, len(missing), self.options.batch_size):
-                    batch = missing[start:start + self.options.batch_size]
-                    images = []
-                    for shot, _ in batch:
-                        with Image.open(shot.path) as image:
-                            images.append(image.convert("RGB"))
-                    texts = captioner.caption(images, prefix, query, self.options.max_new_tokens)
-                    for (shot, sha), text in zip(batch, texts):
-                        cache.put(shot.path, sha, conditioning, text)
-                        result[str(shot.path)] = text
-                cache.save(self.settings())  # after each class: an interruption keeps what was done
+            total = sum(len(missing) for _, missing in todo)
+            with context.reporter.task("captioning real shots", total) as advance:
+                for conditioning, missing in todo:
+                    for start in range(0, len(missing), self.options.batch_size):
+                        batch = missing[start:start + self.options.batch_size]
+                        images = []
+                        for shot, _ in batch:
+                            with Image.open(shot.path) as image:
+                                images.append(image.convert("RGB"))
+                        texts = captioner.caption(images, conditioning["prefix"], conditioning["query"],
+                                                  self.options.max_new_tokens)
+                        for (shot, sha), text in zip(batch, texts):
+                            cache.put(shot.path, sha, conditioning, text)
+                            result[str(shot.path)] = text
+                        advance(len(batch))
+                    cache.save(self.settings())  # after each class: an interruption keeps what was done
         finally:
-            if captioner is not None:
-                captioner.close()
-        return result
+            captioner.close()
 
 
 def _join(prefix: str, caption: str, classname: str) -> str:

@@ -65,6 +65,9 @@ class VariRealGenerator(Img2Img):
     """Inpaints the background or the object of a real shot with the attribute prompt."""
 
     pretrained_options = ("segmenter",)
+    # The shots the planned images start from (plan_prompts); none when setup runs without it,
+    # and then each shot is masked when its first image is rendered.
+    _planned_sources: tuple = ()
 
     @dataclass
     class Options(Img2Img.Options):
@@ -101,6 +104,17 @@ class VariRealGenerator(Img2Img):
         super().setup(context, adapter_dir)  # img2img's checks, the base pipeline, the adapter
         self._masks: dict[Path, Any] = {}
         self.segmenter = SamSegmenter(o.segmenter, context.device) if o.mask == "sam" else None
+        if self.segmenter is not None:
+            self._segment(self._planned_sources)
+
+    def plan_prompts(self, context, prompts):
+        """img2img's prompts; the shots the planned images start from are noted, for setup to
+        segment them."""
+        prompts = super().plan_prompts(context, prompts)
+        count = context.config.images_per_class  # image i takes prompt i % len: the first count are used
+        self._planned_sources = tuple(prompt.source for planned in prompts.values() for prompt in planned[:count]
+                                      if prompt.source is not None)
+        return prompts
 
     def fingerprint(self, context):
         """The supplied masks of the run's shots: editing one makes a new set."""
@@ -132,6 +146,17 @@ class VariRealGenerator(Img2Img):
         return StableDiffusionInpaintPipeline(**self.base.components, requires_safety_checker=False)
 
     # -- masks ------------------------------------------------------------------------------
+
+    def _segment(self, sources) -> None:
+        """SAM's masks of ``sources``, under a bar of their own, during setup: left to the first
+        image of each shot, they would run inside the generation's bar and skew its rate."""
+        paths = [p for p in dict.fromkeys(self.resolve(Path(s)) for s in sources) if p not in self._masks]
+        if not paths:
+            return
+        with self.context.reporter.task("masking shots with SAM", len(paths)) as advance:
+            for path in paths:
+                self.object_mask(path)
+                advance(1)
 
     def object_mask(self, source: Path):
         """The object mask of a shot at --resolution (bool array), computed once per shot and

@@ -11,7 +11,7 @@ from typing import Any
 
 from ddcore.api import ConfigError, Prompt, PromptBuilder, StageError, option
 
-from .varireal_text import ANSWER_FORMAT, QUESTIONS, TextGenerator, load_text_generator, parse_values
+from .varireal_text import ANSWER_FORMAT, QUESTIONS, load_text_generator, parse_values
 
 ATTRIBUTES = ("background", "color", "texture")
 ALIASES = {"colour": "color"}
@@ -235,7 +235,7 @@ class AttributePrompts(PromptBuilder):
         return self._ask_all(context, file_values)
 
     def _ask_all(self, context, file_values) -> dict[tuple[str, str], str]:
-        from ddcore.api import atomic_write_json, model_identity
+        from ddcore.api import model_identity
 
         path = Path(context.out) / VALUES_CACHE
         try:
@@ -243,27 +243,35 @@ class AttributePrompts(PromptBuilder):
         except (ValueError, AttributeError):
             cache = {}  # unreadable: asked again and rewritten
         identity = model_identity(self.options.text_model)
-        generator: TextGenerator | None = None
-        answers = {}
+        keys: dict[tuple[str, str], str] = {}  # (class, feasibility) -> its cache key
+        questions: list[tuple[str, str, int, str]] = []  # what is not cached: (class, feasibility, n, key)
         for name in context.dataset.classnames:
             for feasible, n in self.wanted().items():
                 key = "feasible" if feasible else "infeasible"
                 if len(file_values.get(name, {}).get(key, [])) >= n:
                     continue  # the file gives enough: nothing to ask
-                digest_key = self.cache_key(identity, name, key, n)
-                if digest_key not in cache:
-                    if generator is None:
-                        from ddcore.api import torch_dtype
+                keys[(name, key)] = self.cache_key(identity, name, key, n)
+                if keys[(name, key)] not in cache:
+                    questions.append((name, key, n, keys[(name, key)]))
+        if questions:
+            self._ask(context, questions, identity, cache, path)
+        return {pair: cache[digest_key]["answer"] for pair, digest_key in keys.items()}
 
-                        context.reporter.log(f"asking '{self.options.text_model}' for {self.options.attribute} "
-                                             f"values -> {path}")
-                        generator = load_text_generator(self.options.text_model, device=context.device,
-                                                        dtype=torch_dtype(self.options.dtype, context.device))
-                    question = QUESTIONS[(self.options.attribute, key)].format(n=n, classname=name)
-                    answer = generator.ask(question + ANSWER_FORMAT, self.options.max_new_tokens)
-                    cache[digest_key] = {"model": identity, "class": name, "attribute": self.options.attribute,
-                                         "feasibility": key, "values": n, "question": question,
-                                         "answer": answer}
-                    atomic_write_json(path, {"answers": cache})  # after each answer: resumable
-                answers[(name, key)] = cache[digest_key]["answer"]
-        return answers
+    def _ask(self, context, questions: list[tuple[str, str, int, str]], identity: str, cache: dict,
+             path: Path) -> None:
+        """Ask the model ``questions`` into ``cache`` (written after each answer), a bar counting them."""
+        from ddcore.api import atomic_write_json, torch_dtype
+
+        attribute = self.options.attribute
+        context.reporter.log(f"asking '{self.options.text_model}' for {attribute} values -> {path}")
+        # Loaded before the bar opens: the bar's rate and eta count the answers only.
+        generator = load_text_generator(self.options.text_model, device=context.device,
+                                        dtype=torch_dtype(self.options.dtype, context.device))
+        with context.reporter.task(f"asking the language model for {attribute} values", len(questions)) as advance:
+            for name, key, n, digest_key in questions:
+                question = QUESTIONS[(attribute, key)].format(n=n, classname=name)
+                answer = generator.ask(question + ANSWER_FORMAT, self.options.max_new_tokens)
+                cache[digest_key] = {"model": identity, "class": name, "attribute": attribute, "feasibility": key,
+                                     "values": n, "question": question, "answer": answer}
+                atomic_write_json(path, {"answers": cache})  # after each answer: resumable
+                advance(1)
