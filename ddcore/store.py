@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -89,34 +88,40 @@ def read_json(path: Path) -> Any:
 
 
 class RunLock:
-    """An exclusive lock on a run folder, so two processes never write one run."""
+    """An exclusive lock on a run folder, so two processes never write one run.
+
+    An OS lock through ``filelock`` (``fcntl`` on POSIX, ``msvcrt`` on Windows): it is released
+    when the holder exits, however it exits (a killed job leaves no stale lock). The holder's
+    pid goes to a file beside it, for the message the second process prints."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / ".lock"
-        self._fh: Any = None
+        self.pid_path = folder / ".lock.pid"
+        self._lock: Any = None
 
     def __enter__(self) -> "RunLock":
+        import filelock
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
+        lock = filelock.FileLock(str(self.path))
         try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "?"
-            self._fh.close()
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            try:
+                holder = self.pid_path.read_text().strip() or "?"
+            except OSError:
+                holder = "?"
             raise StageError(
                 f"another dd process (pid {holder}) is writing {self.path.parent}; "
                 "wait for it to finish or choose another --out"
             ) from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(str(os.getpid()))
-        self._fh.flush()
+        self._lock = lock
+        atomic_write_text(self.pid_path, str(os.getpid()))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+        self.pid_path.unlink(missing_ok=True)
+        self._lock.release()
 
 
 class StageDir:

@@ -121,6 +121,66 @@ def test_the_pinned_set_lies_inside_the_bounds_and_pins_every_requirement():
         assert any(s.operator == "<" for s in bounds[name]), f"{name} has no upper bound"
 
 
+OUR_PACKAGES = {"ddcore", "dd_cli", "dd_plugins", "__future__"}
+
+
+def _imports(source: str) -> list[tuple[str, bool]]:
+    """(top-level module, guarded) of each absolute import; guarded: inside a ``try`` that
+    catches ImportError (an optional package, which an extra may declare)."""
+    import ast
+
+    found: list[tuple[str, bool]] = []
+
+    def visit(node, guarded: bool) -> None:
+        if isinstance(node, ast.Try):
+            catches = any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                          for h in node.handlers)
+            for child in node.body:
+                visit(child, guarded or catches)
+            for child in node.handlers + node.orelse + node.finalbody:
+                visit(child, guarded)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((alias.name.split(".")[0], guarded) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module.split(".")[0], guarded))
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def _undeclared(declared: set[str], optional: set[str]) -> list[str]:
+    import importlib.metadata
+
+    distributions = importlib.metadata.packages_distributions()
+    missing = []
+    for folder in ("ddcore", "cli", "plugins/dd_plugins"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for module, guarded in _imports(path.read_text()):
+                if module in sys.stdlib_module_names or module in OUR_PACKAGES:
+                    continue
+                names = {canonicalize_name(d) for d in distributions.get(module, [module])}
+                if not names & (declared | (optional if guarded else set())):
+                    missing.append(f"{path.relative_to(ROOT)} imports {module} ({', '.join(sorted(names))})")
+    return missing
+
+
+def test_every_imported_distribution_is_declared():
+    """A fresh install gets what the code imports: each third-party import is a requirement
+    in pyproject.toml (an import guarded by ``except ImportError`` may be an extra's)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    optional = {canonicalize_name(Requirement(r).name) for extra in project["optional-dependencies"].values()
+                for r in extra}
+    assert _undeclared(declared, optional) == []
+    # The check can fail: without scipy declared, quality.py's import is named.
+    assert any("ddcore/quality.py imports scipy" in line for line in _undeclared(declared - {"scipy"}, optional))
+    assert _imports("try:\n    import wandb\nexcept ImportError:\n    pass\nimport numpy") == [
+        ("wandb", True), ("numpy", False)]
+
+
 def test_the_install_commands_use_the_pinned_set():
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
