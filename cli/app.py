@@ -19,12 +19,13 @@ from ddcore.errors import DDError, PluginError
 from ddcore.plugins import Plugins
 from ddcore.progress import Reporter
 
+from dd_cli import choices
 from dd_cli.render import (compare_table, doctor_tables, entries_named, explain_tables, option_rows, plugin_detail,
                            plugin_rows, plugins_table, predictions_table, print_json, quality_table, results_table,
                            results_title)
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # dd --install-completion / --show-completion
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -46,8 +47,18 @@ def get_plugins() -> Plugins:
     return _plugins
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"dd {version('datadream')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Show the version and exit.")) -> None:
     """Global options (handled in main(): --debug)."""
 
 
@@ -94,16 +105,16 @@ def run(
     steps: Optional[int] = Opt(None, "--steps", help="Inference steps. Default: the method's protocol (50; IsSynth and DISEF 20)."),
     guidance: Optional[float] = Opt(None, "--guidance", help="Classifier-free guidance scale. Default: the method's protocol (2.0; IsSynth and DISEF 8.0)."),
     batch_size: Optional[int] = Opt(None, "--batch-size", help="Images per generation batch. Default 8."),
-    train_on: Optional[str] = Opt(None, "--train-on", help="real+synthetic, synthetic, real or none (zero-shot)."),
+    train_on: Optional[str] = choices.train_on_option(),
     real_weight: Optional[float] = Opt(None, "--real-weight", help="lambda in lambda*CE(real) + (1-lambda)*CE(synthetic). Default 0.8."),
     synthetic: Optional[Path] = Opt(None, "--synthetic", help="Train on this synthetic set (a dd set or one folder per class) instead of generating one."),
     search: Optional[bool] = Opt(None, "--search", help="Choose the classifier's lr, weight decay and Mixup/CutMix on validation images (the paper's grid)."),
     search_grid: Optional[str] = Opt(None, "--search-grid", help="The grid to search instead, e.g. 'lr=1e-4,1e-5 mix=false,true' (implies --search)."),
-    device: Optional[str] = Opt(None, "--device", help="cpu, cuda, cuda:1, ... Default auto."),
+    device: Optional[str] = choices.device_option(None, "Device. Default auto (cuda when there is one)."),
     out: Optional[Path] = Opt(None, "--out", help="Run folder. Default runs/<dataset>-<method>-<K>shot-seed<seed>."),
     config: Optional[Path] = Opt(None, "--config", help="TOML file with any of these settings; flags override it."),
     set_: Optional[list[str]] = Opt(None, "--set", help="Plugin option KIND.OPTION=VALUE, e.g. classifier.epochs=5 (repeatable)."),
-    stop_after: Optional[str] = Opt(None, "--stop-after", help="Stop after this stage: prepare, adapt, generate or train."),
+    stop_after: Optional[str] = choices.stop_after_option(),
     explain: bool = Opt(False, "--explain", help="Print every setting the run resolves to, against the paper's and the official code's, and stop."),
     log_with: Optional[str] = Opt(None, "--log-with", help="Experiment trackers, comma-separated: tensorboard, wandb, mlflow, ... (accelerate's; files in RUN/logs)."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
@@ -239,10 +250,10 @@ def compare(
     scale_images: Optional[str] = Opt(None, "--scale-images", help="Scaling study: images per class, e.g. 100,200,500."),
     scale_shots: Optional[str] = Opt(None, "--scale-shots", help="Scaling study: shots, e.g. 1,2,4,8,16."),
     out: Path = Opt(Path("compare"), "--out", help="Folder for the runs, the shared stages, the table and the report."),
-    quality_features: str = Opt("classifier", "--quality-features",
-                                help="Feature space of the synthetic-vs-real measures: classifier (the first "
-                                     "classifier's CLIP), clip, clip:SPEC, fid (standard FID Inception), fid:PATH "
-                                     "(its weights file), inception-torchvision or pixels."),
+    quality_features: str = choices.features_option(
+        "classifier", "--quality-features", values=choices.QUALITY_SPACES,
+        help="Feature space of the synthetic-vs-real measures: classifier (the first classifier's CLIP), clip, "
+             "clip:SPEC, fid (standard FID Inception), fid:PATH (its weights file), inception-torchvision or pixels."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run methods x classifiers x seeds on one data set, sharing every stage, and write the
@@ -285,12 +296,13 @@ def quality(
     ctx: typer.Context,
     synthetic: Path = typer.Argument(..., help="A run folder, or a folder of synthetic images (one sub-folder per "
                                                "class, or `dd generate`'s with metadata.jsonl)."),
-    features: str = Opt("clip", "--features", help="Feature space: clip (ViT-B/16), clip:SPEC (any classifier "
-                                                   "model spec, e.g. tiny), fid (the standard FID Inception "
-                                                   "network; only its FD compares with published FIDs), "
-                                                   "fid:PATH (its weights file), inception-torchvision or "
-                                                   "pixels."),
-    real: str = Opt("train", "--real", help="Real images to compare with: train, val, test, or shots (a run's)."),
+    features: str = choices.features_option(
+        "clip", "--features", values=choices.SPACES,
+        help="Feature space: clip (ViT-B/16), clip:SPEC (any classifier model spec, e.g. tiny), fid (the standard "
+             "FID Inception network; only its FD compares with published FIDs), fid:PATH (its weights file), "
+             "inception-torchvision or pixels."),
+    real: str = choices.choice_option("train", "--real", values=choices.REAL_SPLITS,
+                                      help="Real images to compare with (shots: a run's)."),
     k: int = Opt(5, "--k", help="Nearest neighbours for precision, recall, density and coverage."),
     out: Optional[Path] = Opt(None, "--out", help="Report folder (default: <run>/quality, or quality-<folder>)."),
     quiet: bool = Opt(False, "--quiet", "-q", help="No progress bars."),
@@ -323,7 +335,7 @@ def predict(
     images: Path = typer.Argument(..., help="A folder of images (searched recursively)."),
     out: Optional[Path] = Opt(None, "--out", help="Write predictions.jsonl here."),
     top_k: int = Opt(3, "--top-k", help="Classes listed per image in the output file."),
-    device: str = Opt("auto", "--device", help="cpu, cuda, ... Default auto."),
+    device: str = choices.device_option("auto", "Device."),
     quiet: bool = Opt(False, "--quiet", "-q"),
 ) -> None:
     """Classify a folder of images with a trained classifier.
@@ -358,7 +370,7 @@ def report(run_dir: Path = RUN_DIR) -> None:
 def export(
     classifier: Path = CLASSIFIER_DIR,
     dest: Path = typer.Argument(..., help="A new folder to write the exported model into."),
-    device: str = Opt("cpu", "--device", help="Device to merge the weights on. Default cpu."),
+    device: str = choices.device_option("cpu", "Device to merge the weights on."),
 ) -> None:
     """Export a trained CLIP classifier with its LoRA merged, as an open_clip local-dir: folder."""
     from ddcore.inference import export_classifier, open_classifier
