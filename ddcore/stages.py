@@ -119,6 +119,12 @@ class Adapter(Stage):
         """Switch the pipeline to class ``label`` before a batch of that class (per-class
         adapters); the default does nothing."""
 
+    def prepare_compile(self, pipe: Any) -> None:
+        """Called once before a generator compiles the pipeline's denoiser (after
+        ``load_into``). A per-class adapter loads its first weights here and swaps the later
+        ones in place from then on, so switching classes never recompiles; the default does
+        nothing."""
+
 
 class PromptBuilder(Stage):
     """Turns class names (and optionally the real shots) into prompts."""

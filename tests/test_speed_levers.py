@@ -132,3 +132,35 @@ def test_a_frozen_text_encoder_encodes_each_prompt_once(tiny_folder, tmp_path, m
     trained_lora(tiny_folder, tmp_path / "run", "--set", "adapter.train_text_encoder=false")
     # 3 steps x 2 shots, but the 3 classes' prompts are encoded once each, one at a time
     assert calls and all(n == 1 for n in calls) and len(calls) <= 3
+
+
+@pytest.mark.slow
+def test_a_compiled_unet_swaps_per_class_adapters_without_recompiling(tiny_folder, tmp_path, monkeypatch):
+    import shutil
+
+    import torch._dynamo
+
+    from ddcore.api import Run
+
+    from conftest import config_for
+
+    def cls_run(name: str, *extra: str):
+        run = Run(config_for(tiny_folder, tmp_path / name, "--method", "datadream-cls", "--set",
+                             "adapter.max_steps=3", "--set", "adapter.warmup_steps=1", "--set", "adapter.batch_size=2",
+                             *extra, store=str(tmp_path / name / "store")))
+        run.prepare()
+        return run
+
+    plain = cls_run("plain")
+    adapter_dir = plain.adapt()
+    reference = synthetic_arrays(plain)
+    compiled = cls_run("compiled", "--set", "generator.compile=on")
+    # The same trained adapters (the speed option is in no key), without training them again.
+    shutil.copytree(adapter_dir, compiled.stage_folders()["adapter"])
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # a recompile fails the test
+    images = synthetic_arrays(compiled)
+    assert compiled.stages["generator"].speedups["compile"] is True
+    assert reference.keys() == images.keys() and len({name.split("/")[0] for name in images}) == 3
+    differences = [np.abs(images[name] - reference[name]).mean() for name in reference]
+    assert max(differences) < 1 / 255

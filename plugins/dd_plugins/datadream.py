@@ -167,19 +167,29 @@ class DataDreamAdapter(Adapter):
         self._adapter_dir = adapter_dir
         self._class_dirs = context.dataset.class_dirs
         self._active: int | None = None
+        self._in_place = False  # swap classes' weights into the loaded layers (a compiled U-Net)
         if not self.per_class:
             self._load(pipe, adapter_dir / DATASET_GROUP, what="the data-set adapter")
+
+    def prepare_compile(self, pipe: Any) -> None:
+        if self.per_class:
+            self.select(pipe, 0)
+            self._in_place = True
 
     def select(self, pipe: Any, label: int) -> None:
         if not self.per_class or self._active == label:
             return
         class_dir = self._class_dirs[label]
-        if self._active is not None:
-            pipe.delete_adapters(ADAPTER_NAME)
-        self._load(pipe, self._adapter_dir / class_dir, what=f"the adapter of class '{class_dir}'")
+        folder, what = self._adapter_dir / class_dir, f"the adapter of class '{class_dir}'"
+        if self._in_place:
+            self._swap_in_place(pipe, folder, what)
+        else:
+            if self._active is not None:
+                pipe.delete_adapters(ADAPTER_NAME)
+            self._load(pipe, folder, what)
         self._active = label
 
-    def _load(self, pipe: Any, folder: Path, what: str) -> None:
+    def _check(self, pipe: Any, folder: Path, what: str) -> None:
         if not (folder / WEIGHTS).is_file():
             raise StageError(f"{what} is missing ({folder / WEIGHTS}); rerun `dd adapt` to train it")
         trained_on = json.loads((folder / INFO).read_text()).get("base_model") if (folder / INFO).is_file() else None
@@ -187,7 +197,25 @@ class DataDreamAdapter(Adapter):
         if trained_on and current and trained_on != current:
             raise StageError(f"{what} was trained on base model '{trained_on}' but the generator uses '{current}'; "
                              "use the same --base-model or train a new adapter")
+
+    def _load(self, pipe: Any, folder: Path, what: str) -> None:
+        self._check(pipe, folder, what)
         pipe.load_lora_weights(str(folder), weight_name=WEIGHTS, adapter_name=ADAPTER_NAME)
+
+    def _swap_in_place(self, pipe: Any, folder: Path, what: str) -> None:
+        """The U-Net's LoRA weights replaced in the loaded layers (diffusers' hotswap: the
+        compiled graph stays valid); the text encoder, not compiled, reloads its layers
+        (diffusers cannot hotswap a text encoder)."""
+        from diffusers.utils.peft_utils import delete_adapter_layers
+
+        self._check(pipe, folder, what)
+        state, alphas = pipe.lora_state_dict(str(folder), weight_name=WEIGHTS)
+        pipe.load_lora_into_unet(state, alphas, unet=pipe.unet, adapter_name=ADAPTER_NAME, _pipeline=pipe,
+                                 hotswap=True)
+        if any(key.startswith("text_encoder.") for key in state):
+            delete_adapter_layers(pipe.text_encoder, ADAPTER_NAME)
+            pipe.load_lora_into_text_encoder(state, alphas, text_encoder=pipe.text_encoder, adapter_name=ADAPTER_NAME,
+                                             lora_scale=pipe.lora_scale, _pipeline=pipe)
 
 
 class DataDreamDataset(DataDreamAdapter):

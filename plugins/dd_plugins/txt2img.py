@@ -39,22 +39,24 @@ class Txt2Img(Generator):
                                 dtype=torch_dtype(self.options.dtype, context.device))
 
     def setup(self, context, adapter_dir):
-        from ddcore.api import speed_up, swap_scheduler
+        from ddcore.api import resolve_switch, speed_up, swap_scheduler
 
         self.context = context
         self.base = self.pipe = self.load_base(context)
         swap_scheduler(self.base, self.options.scheduler)
         self.base_identity = self.base.dd_model_id
         self.adapter = context.adapter if adapter_dir is not None else None
+        if self.adapter is not None:  # before the speed-ups: a compiled U-Net must see its LoRA layers
+            self.adapter.load_into(context, self.base, adapter_dir)
         self.prompt_embeddings = PromptEmbeddings()
+        if self.adapter is not None and resolve_switch("generator.compile", self.options.compile, False):
+            self.adapter.prepare_compile(self.base)  # per-class weights then swap without recompiling
         self.speedups = speed_up(self.base, device=context.device, has_lora=self.adapter is not None,
                                  channels_last=self.options.channels_last, fuse_qkv=self.options.fuse_qkv,
                                  compile=self.options.compile)
         levers = [name for name, on in self.speedups.items() if on is True]
         if levers:
             context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
-        if self.adapter is not None:
-            self.adapter.load_into(context, self.base, adapter_dir)
 
     def call_arguments(self, items) -> dict:
         """The pipeline arguments every image-making call shares: the prompts' embeddings (each
