@@ -41,7 +41,7 @@ from ddcore.train_log import TrainLog, read_train_log, train_logs
 from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_json, atomic_write_text, digest, file_sha256
 
 # 1.1: TrainLog, read_train_log, train_logs, load_state, save_state, grad_norm, sum_across.
-# 1.2: speed_up, resolve_switch; option(..., keyed=False).
+# 1.2: speed_up, resolve_switch; option(..., keyed=False); Adapter.prepare_compile.
 API_VERSION = (1, 2)
 
 # name -> module, imported on first use (they import torch).
