@@ -58,7 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with _disk_errors(path):
-            os.fchmod(fd, _FILE_MODE)
+            os.chmod(tmp, _FILE_MODE)  # by name: os.fchmod reaches Windows only in Python 3.13
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
