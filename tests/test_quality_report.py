@@ -125,9 +125,9 @@ def test_dd_quality_on_a_folder_and_on_a_run(sets, tmp_path, run_dd, tiny_folder
     written = json.loads((out / "quality.json").read_text())
     assert written["n_real"] == 48 and written["n_synthetic"] == 40
     assert written["classes"]["all"]["precision"] == 0.0
-    # Bad input: a one-line error and a non-zero exit.
+    # Bad input: a usage error (exit 2) naming the accepted spaces, and a one-line error.
     bad = run_dd("quality", str(root / "far"), "--data", str(root / "data"), "--features", "sift")
-    assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "sift" in bad.stderr
+    assert bad.returncode == 2 and "'sift' is not one of clip, clip:SPEC, fid" in bad.stderr
     shots = run_dd("quality", str(root / "far"), "--data", str(root / "data"), "--real", "shots")
     assert shots.returncode != 0 and "needs a run folder" in shots.stderr
     # A run folder: its own synthetic set against its own shots, in the tiny CLIP's space.
