@@ -1,7 +1,7 @@
 """Options with a fixed set of values: checked when parsed (a bad value is a usage error, exit
 code 2, naming the accepted ones), listed in ``--help`` and completed by the shell.
 
-The lists come from the core (``TRAIN_ON``, ``STAGES``, ``SPACES``), so they cannot drift from
+The lists come from the core (``TRAIN_ON``, ``STAGES``, ``SPACES``, ``REAL_SETS``), so they cannot drift from
 what the core accepts. A feature space and a device are open forms (``clip:SPEC``,
 ``cuda:1``): their known forms are completed, and the form, not the value, is checked.
 """
@@ -15,11 +15,11 @@ from click.shell_completion import CompletionItem
 
 from ddcore.kinds import TRAIN_ON
 from ddcore.pipeline import STAGES
-from ddcore.quality_report import SPACES
+from ddcore.quality_report import REAL_SETS, SPACES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 QUALITY_SPACES = ("classifier", *SPACES)  # dd compare: also the first classifier's own CLIP
-REAL_SPLITS = ("train", "val", "test", "shots")
+REAL_SPLITS = REAL_SETS
 
 
 def _completer(values: tuple[str, ...]) -> Callable:
