@@ -193,7 +193,9 @@ def _one_stage(run_dir: Path, stage: str, quiet: bool) -> Any:
 
     _require_compatible()
     pipeline = load_run(run_dir, get_plugins(), _reporter(quiet))
-    with RunLock(pipeline.out), contextlib.closing(pipeline):
+    # Under `accelerate launch` the processes share the run: the main one holds its lock.
+    lock = RunLock(pipeline.out) if pipeline.process.is_main else contextlib.nullcontext()
+    with lock, contextlib.closing(pipeline):
         pipeline.prepare()
         result = getattr(pipeline, stage)()
     return pipeline, result

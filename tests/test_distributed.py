@@ -28,9 +28,9 @@ def free_port() -> int:
 
 
 def launch(processes: int, out: Path, tiny_folder: Path, method: str,
-           flags: tuple[str, ...] = ("-q",)) -> subprocess.CompletedProcess:
+           flags: tuple[str, ...] = ("-q",), dd_args: list[str] | None = None) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent
-    dd_args = ["run", "--data", str(tiny_folder), "--out", str(out), "--method", method, *flags, *ARGS]
+    dd_args = dd_args or ["run", "--data", str(tiny_folder), "--out", str(out), "--method", method, *flags, *ARGS]
     if processes == 1:
         command = [str(bin_dir / "dd"), *dd_args]
     else:
@@ -88,3 +88,17 @@ def test_only_the_main_process_shows_progress(tiny_folder, tmp_path):
     assert "training adapter green_circle" not in log  # rank 1's class trained, silently
     assert log.count("generating images:") >= 1 and "loss" in log
     assert next((tmp_path / "two").glob("adapter/*/train_log/green_circle.jsonl")).is_file()
+
+
+@pytest.mark.slow
+def test_a_single_stage_command_runs_under_accelerate_launch(tiny_folder, tmp_path):
+    """`dd generate RUN` on 2 processes: only the main one takes the run's lock (each used to,
+    and the second was refused), and the set equals one process's."""
+    for name in ("one", "two"):
+        launch(1, tmp_path / name, tiny_folder, "", dd_args=[
+            "run", "--data", str(tiny_folder), "--out", str(tmp_path / name), "--method", "sd-txt2img", "-q",
+            "--stop-after", "prepare", *FAST, "--images-per-class", "3", "--batch-size", "2"])
+    launch(1, tmp_path / "one", tiny_folder, "", dd_args=["generate", str(tmp_path / "one"), "-q"])
+    launch(2, tmp_path / "two", tiny_folder, "", dd_args=["generate", str(tmp_path / "two"), "-q"])
+    one_set, two_set = png_digests(tmp_path / "one"), png_digests(tmp_path / "two")
+    assert len(one_set) == 9 and one_set == two_set
