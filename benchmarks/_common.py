@@ -59,6 +59,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def generation_arguments(p: argparse.ArgumentParser, classes: int | None = None) -> None:
+    """The options of a generation benchmark (``None``: the model's default in DEFAULTS)."""
+    p.add_argument("--images-per-class", type=int, default=None)
+    p.add_argument("--classes", type=int, default=classes)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps")
+    p.add_argument("--batch", type=int, default=None, help="images per pipeline call")
+    p.add_argument("--resolution", type=int, default=None, help="px")
+
+
 def finish_args(args: argparse.Namespace, name: str, defaults: dict[str, dict[str, Any]]) -> argparse.Namespace:
     """Fill options left at None with the model's defaults; pick the output path."""
     for key, value in defaults[args.model].items():

@@ -40,11 +40,7 @@ WEIGHTS = "pytorch_lora_weights.safetensors"
 
 def arguments():
     p = C.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--images-per-class", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="denoising steps")
-    p.add_argument("--batch", type=int, default=None, help="images per pipeline call")
-    p.add_argument("--resolution", type=int, default=None, help="px")
+    C.generation_arguments(p, classes=10)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--adapter-steps", type=int, default=1, help="training steps of each class's LoRA (setup)")
     return C.finish_args(p.parse_args(), NAME, DEFAULTS)

@@ -35,11 +35,7 @@ DEFAULTS = {
 
 def arguments():
     p = C.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--images-per-class", type=int, default=None)
-    p.add_argument("--classes", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="denoising steps")
-    p.add_argument("--batch", type=int, default=None, help="images per pipeline call")
-    p.add_argument("--resolution", type=int, default=None, help="px")
+    C.generation_arguments(p)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--set", dest="generator_options", action="append", default=[], metavar="generator.NAME=VALUE",
                    help="an option of our txt2img generator, as `dd --set` (e.g. generator.compile=on); repeatable")

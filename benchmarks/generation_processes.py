@@ -34,11 +34,7 @@ def arguments():
     p = C.parser(__doc__.split("\n\n")[0])
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process, both sides")
-    p.add_argument("--images-per-class", type=int, default=None)
-    p.add_argument("--classes", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--resolution", type=int, default=None)
+    C.generation_arguments(p)
     return C.finish_args(p.parse_args(), NAME, DEFAULTS)
 
 

@@ -303,7 +303,7 @@ def quality(
         help="Feature space: clip (ViT-B/16), clip:SPEC (any classifier model spec, e.g. tiny), fid (the standard "
              "FID Inception network; only its FD compares with published FIDs), fid:PATH (its weights file), "
              "inception-torchvision or pixels."),
-    real: str = choices.choice_option("train", "--real", values=choices.REAL_SPLITS,
+    real: str = choices.choice_option("train", "--real", values=choices.REAL_SETS,
                                       help="Real images to compare with (shots: a run's)."),
     k: int = Opt(5, "--k", help="Nearest neighbours for precision, recall, density and coverage."),
     out: Optional[Path] = Opt(None, "--out", help="Report folder (default: <run>/quality, or quality-<folder>)."),

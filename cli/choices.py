@@ -19,7 +19,6 @@ from ddcore.quality_report import REAL_SETS, SPACES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 QUALITY_SPACES = ("classifier", *SPACES)  # dd compare: also the first classifier's own CLIP
-REAL_SPLITS = REAL_SETS
 
 
 def _completer(values: tuple[str, ...]) -> Callable:

@@ -29,7 +29,6 @@ class ImageWriter:
     def __init__(self, workers: int = 2, max_pending: int | None = None) -> None:
         if workers < 0:
             raise ValueError(f"workers must be 0 or more, got {workers}")
-        self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="dd-image-writer") if workers else None
         # Enough waiting images to cover one batch being rendered while the last is written.
         self._slots = threading.BoundedSemaphore(max_pending or max(4, 4 * workers))

@@ -41,7 +41,7 @@ def attention_kind(pipe: Any) -> str:
 
 def speed_up(pipe: Any, *, device: str, has_lora: bool, channels_last: str = "auto", fuse_qkv: str = "auto",
              compile: str = "off") -> dict[str, Any]:
-    """Apply the levers to ``pipe`` in place; return what is on (recorded in ``stage.json``)."""
+    """Apply the levers to ``pipe`` in place; return what is on (the generator logs it)."""
     import torch
 
     gpu = device.startswith("cuda")

@@ -122,14 +122,16 @@ class LoraTrainer:
         self._text_cache: dict[bytes, torch.Tensor] | None = None if options.train_text_encoder else {}
 
     def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """The text encoder's output for token ids on the CPU (the cache keys on them there, so
+        a step costs no device-to-host copy)."""
         if self._text_cache is None:
-            return self.text_encoder(ids)[0]
+            return self.text_encoder(ids.to(self.device))[0]
         rows = []
         for row in ids:
-            key = row.cpu().numpy().tobytes()
+            key = row.numpy().tobytes()
             if key not in self._text_cache:
                 with torch.no_grad():
-                    self._text_cache[key] = self.text_encoder(row[None])[0][0]
+                    self._text_cache[key] = self.text_encoder(row[None].to(self.device))[0][0]
             rows.append(self._text_cache[key])
         return torch.stack(rows)
 
@@ -213,7 +215,7 @@ class LoraTrainer:
         timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator)
         share = slice(self.shard.rank, None, self.shard.world_size)
         latents, noise, timesteps = (t[share].to(self.device) for t in (latents, noise, timesteps))
-        ids, weights = ids[share].to(self.device), weights[share].to(self.device)
+        ids, weights = ids[share], weights[share].to(self.device)  # ids stay on the CPU: _encode_text
         latents, noise = latents.to(self.dtype), noise.to(self.dtype)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
