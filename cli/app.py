@@ -104,7 +104,8 @@ def run(
     resolution: Optional[int] = Opt(None, "--resolution", help="Generation (and adapter training) resolution. Default 512."),
     steps: Optional[int] = Opt(None, "--steps", help="Inference steps. Default: the method's protocol (50; IsSynth and DISEF 20)."),
     guidance: Optional[float] = Opt(None, "--guidance", help="Classifier-free guidance scale. Default: the method's protocol (2.0; IsSynth and DISEF 8.0)."),
-    batch_size: Optional[int] = Opt(None, "--batch-size", help="Images per generation batch. Default 8."),
+    batch_size: Optional[int] = Opt(None, "--batch-size", help="Images per generation batch. Default: on a GPU as many as fit in its free memory "
+                                    "(a one-image probe measures it), 8 on the CPU."),
     train_on: Optional[str] = choices.train_on_option(),
     real_weight: Optional[float] = Opt(None, "--real-weight", help="lambda in lambda*CE(real) + (1-lambda)*CE(synthetic). Default 0.8."),
     synthetic: Optional[Path] = Opt(None, "--synthetic", help="Train on this synthetic set (a dd set or one folder per class) instead of generating one."),

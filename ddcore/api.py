@@ -42,7 +42,8 @@ from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_jso
 
 # 1.1: TrainLog, read_train_log, train_logs, load_state, save_state, grad_norm, sum_across.
 # 1.2: speed_up, resolve_switch; option(..., keyed=False); Adapter.prepare_compile.
-API_VERSION = (1, 2)
+# 1.3: option(..., keyed="if-set"); apply_step_cache, apply_token_merging; per_class_quality, feature_space.
+API_VERSION = (1, 3)
 
 # name -> module, imported on first use (they import torch).
 _LAZY = {
@@ -56,6 +57,11 @@ _LAZY = {
     "swap_scheduler": "ddcore.models.diffusion",
     "speed_up": "ddcore.models.speedups",
     "resolve_switch": "ddcore.models.speedups",
+    "apply_step_cache": "ddcore.models.step_cache",
+    "apply_token_merging": "ddcore.models.token_merging",
+    # set quality (dd quality's measures): per class and pooled ("all"), in a named feature space
+    "per_class_quality": "ddcore.quality",
+    "feature_space": "ddcore.quality_report",
     "denoising_target": "ddcore.models.diffusion",
     "load_clip": "ddcore.models.clip",
     "save_open_clip_folder": "ddcore.models.clip",
@@ -104,6 +110,8 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     "TrainLog", "grad_norm", "load_state", "read_train_log", "save_state", "sum_across", "train_logs",
     # 1.2
     "resolve_switch", "speed_up",
+    # 1.3
+    "apply_step_cache", "apply_token_merging", "feature_space", "per_class_quality",
 ]
 
 

@@ -45,7 +45,7 @@ class RunConfig:
     resolution: int = 512
     steps: int | None = None  # None: the method's (DEFAULT_SETTINGS unless its preset says)
     guidance: float | None = None
-    batch_size: int = 8  # images per generation batch
+    batch_size: int | None = None  # images per generation batch; None: by free memory (8 off a GPU)
     train_on: str | None = None  # None: the method's choice
     real_weight: float = 0.8
     synthetic: str | None = None  # a synthetic set made elsewhere, used instead of generating one
@@ -186,7 +186,7 @@ def _validate(config: RunConfig) -> None:
         raise ConfigError(f"--steps must be at least 1, got {config.steps}")
     if config.image_writers < 0:
         raise ConfigError(f"image_writers must be 0 (write on the render thread) or more, got {config.image_writers}")
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {config.batch_size}")
     if not 0.0 <= config.real_weight <= 1.0:
         raise ConfigError(f"--real-weight must be between 0 and 1, got {config.real_weight}")

@@ -67,6 +67,19 @@ def sum_across(value, info: ProcessInfo):
     return total
 
 
+def min_across(value: int, info: ProcessInfo) -> int:
+    """The smallest ``value`` of all processes (itself with one process)."""
+    if info.world_size <= 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    device = info.device if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces device tensors only
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def grad_norm(parameters) -> float:
     """The total L2 norm of the gradients of ``parameters`` (those that have one), as
     ``clip_grad_norm_`` measures it, without touching them."""

@@ -25,21 +25,28 @@ from ddcore.errors import ConfigError
 HELP = "help"  # field metadata keys
 DEMO = "demo"
 UNKEYED = "unkeyed"
+KEYED_IF_SET = "keyed-if-set"
 
 
 def option(default: Any = MISSING, help: str = "", *, demo: Any = MISSING,
-           default_factory: Any = MISSING, keyed: bool = True) -> Any:
+           default_factory: Any = MISSING, keyed: bool | str = True) -> Any:
     """A dataclass field with a description and, where the offline demo (tiny random models
     on 32-pixel digits) needs another value than the paper's, its ``demo`` value.
 
     ``keyed=False``: the option changes how fast the stage runs, not what it makes (a
     compiled denoiser, the writer threads), so it is left out of the stage's key and
-    changing it reuses the finished output."""
+    changing it reuses the finished output. ``keyed="if-set"``: in the key only when it
+    differs from its default, so adding such an option later keeps every finished stage's
+    key (the off-by-default shortcuts that change the images use it)."""
+    if keyed not in (True, False, "if-set"):
+        raise ValueError(f"option(keyed=...) must be True, False or 'if-set', not {keyed!r}")
     metadata = {HELP: help}
     if demo is not MISSING:
         metadata[DEMO] = demo
     if not keyed:
         metadata[UNKEYED] = True
+    elif keyed == "if-set":
+        metadata[KEYED_IF_SET] = True
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -73,9 +80,11 @@ def demo_values(options_cls: type) -> dict[str, Any]:
 
 
 def keyed_options(options: Any) -> dict[str, Any]:
-    """A stage's options as its key sees them: every option but the ``keyed=False`` ones."""
+    """A stage's options as its key sees them: every option but the ``keyed=False`` ones and
+    the ``keyed="if-set"`` ones at their default."""
     values = dataclasses.asdict(options)
-    return {f.name: values[f.name] for f in dataclasses.fields(options) if not f.metadata.get(UNKEYED)}
+    return {f.name: values[f.name] for f in dataclasses.fields(options)
+            if not f.metadata.get(UNKEYED) and not (f.metadata.get(KEYED_IF_SET) and values[f.name] == f.default)}
 
 
 def option_names(options_cls: type) -> set[str]:

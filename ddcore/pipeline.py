@@ -15,10 +15,11 @@ from typing import Any, Callable
 
 from ddcore.config import RunConfig, with_method_settings
 from ddcore.data import fewshot_digest, load_fewshot, sample_fewshot, save_fewshot
-from ddcore.distributed import process_info, wait_for_everyone
+from ddcore.distributed import min_across, process_info, wait_for_everyone
 from ddcore.errors import ConfigError, StageError
 from ddcore.evaluation import evaluate_scores, write_evaluation
-from ddcore.generation import COUNTS, GenerationJob, Shard, load_synthetic_folder, load_synthetic_set, short_classes
+from ddcore.generation import (COUNTS, GenerationJob, Shard, load_synthetic_folder, load_synthetic_set, plan_item,
+                               short_classes)
 from ddcore.options import demo_values, keyed_options, option_names
 from ddcore.plugins import Plugins
 from ddcore.progress import SILENT, Reporter
@@ -346,11 +347,14 @@ class Run:
                 if not filt.passes_all:
                     filt.setup(self.context)
 
+            batch_size, loaded = self.config.batch_size, False
+            if batch_size is None:
+                batch_size, loaded = self._generation_batch_size(generator, setup, prompts, count)
             job = GenerationJob(
                 dataset=self.dataset, prompts=prompts, generator=generator, filter=filt, root=stage.path,
-                count=count, run_seed=self.config.seed, batch_size=self.config.batch_size,
-                max_attempts_per_class=filt.max_attempts(count),
-                reporter=self.reporter, setup=setup, shard=Shard(self.context.rank, self.context.world_size),
+                count=count, run_seed=self.config.seed, batch_size=batch_size,
+                max_attempts_per_class=filt.max_attempts(count), reporter=self.reporter,
+                setup=(lambda: None) if loaded else setup, shard=Shard(self.context.rank, self.context.world_size),
                 writers=self.config.image_writers,
             )
             self.reporter.log(f"generating {count} images per class with '{self.choices['generator']}' -> {stage.path}")
@@ -373,6 +377,21 @@ class Run:
             return synthetic
 
         return self._stage("generate", body)
+
+    def _generation_batch_size(self, generator, setup: Callable[[], None], prompts: dict[int, list[Prompt]],
+                               count: int) -> tuple[int, bool]:
+        """``--batch-size`` left out: as many images as fit (ddcore/batch_size.py), the same on
+        every process; and whether the models were loaded for the probe (on a GPU)."""
+        from ddcore.batch_size import choose_batch_size
+
+        gpu = self.context.device.startswith("cuda")
+        if gpu:
+            setup()  # the probe measures one image's memory above the loaded models
+        probe_item = plan_item(self.dataset, prompts, self.config.seed, 0, 0)
+        size, why = choose_batch_size(self.context.device, lambda: generator.generate([probe_item]), count=count)
+        size = min_across(size, self.process)
+        self.reporter.log(f"generation batch size {size} ({why}; --batch-size sets it)")
+        return size, gpu
 
     def _synthetic_subset(self, root: Path, count: int) -> SyntheticSet:
         """The first ``count`` images per class of a set that may hold more."""

@@ -29,6 +29,13 @@ class Txt2Img(Generator):
                                keyed=False)
         compile: str = option("off", "torch.compile the U-Net: on or off (the first batch pays the compile)",
                               keyed=False)
+        # Shortcuts that change the images: off by default (the paper's protocol), in the key when set.
+        step_cache: int = option(0, "DeepCache-style step caching: the U-Net's deep path runs on one step of "
+                                    "every N, the shallow branch on the others (0: off); changes the images",
+                                 keyed="if-set")
+        token_merging: float = option(0.0, "ToMe: merge this fraction of the tokens in the finest self-attention "
+                                           "layers (0: off, tomesd's default is 0.5); changes the images",
+                                      keyed="if-set")
 
     def load_base(self, context):
         """The pipeline adapters load into and select on: the base model's text-to-image one. A
@@ -51,12 +58,28 @@ class Txt2Img(Generator):
         self.prompt_embeddings = PromptEmbeddings()
         if self.adapter is not None and resolve_switch("generator.compile", self.options.compile, False):
             self.adapter.prepare_compile(self.base)  # per-class weights then swap without recompiling
+        self.take_shortcuts()  # before speed_up: the step cache replaces the forward that compile wraps
         self.speedups = speed_up(self.base, device=context.device, has_lora=self.adapter is not None,
                                  channels_last=self.options.channels_last, fuse_qkv=self.options.fuse_qkv,
                                  compile=self.options.compile)
+        self.merge_tokens()  # after speed_up: fusing q/k/v resets the attention processors
         levers = [name for name, on in self.speedups.items() if on is True]
         if levers:
             context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
+
+    def take_shortcuts(self) -> None:
+        from ddcore.api import ConfigError, apply_step_cache, resolve_switch
+
+        if self.options.step_cache > 1 and resolve_switch("generator.compile", self.options.compile, False):
+            raise ConfigError("generator.step_cache cannot be combined with generator.compile=on (the cached steps "
+                              "run another path of the U-Net); set one of them off")
+        self.step_cache, _ = apply_step_cache(self.base.unet, self.options.step_cache)
+
+    def merge_tokens(self) -> None:
+        from ddcore.api import apply_token_merging
+
+        if self.options.token_merging:
+            apply_token_merging(getattr(self.base.unet, "_orig_mod", self.base.unet), self.options.token_merging)
 
     def call_arguments(self, items) -> dict:
         """The pipeline arguments every image-making call shares: the prompts' embeddings (each
@@ -95,6 +118,8 @@ class Txt2Img(Generator):
             "resolution": config.resolution,
             "base_model": self.base_identity,
             "negative_prompt": self.options.negative_prompt,
+            "step_cache": self.options.step_cache,
+            "token_merging": self.options.token_merging,
         }
 
 
