@@ -31,6 +31,7 @@ if [ "$SMOKE" = 1 ]; then
     ADAPTER=(--steps 3 --batch 2 --classes 2 --shots 2 --no-memory)
     GENERATION=(--classes 2 --images-per-class 4 --steps 2 --batch 2)
     SWAP=(--classes 2 --images-per-class 2 --steps 2 --batch 2)
+    SHORTCUTS=(--classes 2 --images-per-class 3 --steps 4 --batch 2)
     INVERSION=(--steps 3 --classes 2 --shots 2 --images-per-class 2 --sample-steps 2 --sample-batch 2 --no-memory)
     CLASSIFIER=(--model tiny --device cpu --repeats 1 --classes 2 --shots 4 --test 2 --batch 4 --epochs 1 --no-cache-row)
     COMPILE=()  # inductor on the CPU compiles for minutes at real shapes; the smoke run skips it
@@ -40,6 +41,8 @@ else
     ADAPTER=(--steps 20 --batch 4 --resolution 512)
     GENERATION=(--classes 2 --images-per-class 16 --steps 25 --batch 8 --resolution 512)
     SWAP=(--classes 4 --images-per-class 8 --steps 25 --batch 8 --resolution 512)
+    # The paper's 50 steps against 20 of DPM-Solver++, the step cache and token merging.
+    SHORTCUTS=(--classes 2 --images-per-class 8 --steps 50 --dpm-steps 20 --batch 8 --resolution 512)
     INVERSION=(--steps 10 --batch 4 --resolution 512 --classes 2 --shots 4 --images-per-class 8 --sample-steps 25 --sample-batch 8)
     # The classifier's own shapes: ViT-B/16 (the paper's), random weights, 16 shots x 10 classes, 5 epochs.
     CLASSIFIER=(--model vitb32-shapes --device cuda --repeats 2 --classes 10 --shots 16 --test 8 --batch 32 --epochs 5 --workers 4)
@@ -62,6 +65,7 @@ if [ ${#COMPILE[@]} -gt 0 ]; then
     run generation-compile benchmarks/generation.py "${COMMON[@]}" "${GENERATION[@]}" "${COMPILE[@]}" --no-writers-table
 fi
 run cls_adapter_swap benchmarks/cls_adapter_swap.py "${COMMON[@]}" "${SWAP[@]}"
+run shortcuts benchmarks/shortcuts.py "${COMMON[@]}" "${SHORTCUTS[@]}"
 run inversion benchmarks/inversion.py "${COMMON[@]}" "${INVERSION[@]}"
 run classifier benchmarks/classifier.py "${CLASSIFIER[@]}"
 echo "results in $OUT"

@@ -29,7 +29,7 @@ def test_the_gpu_script_runs_every_benchmark_in_smoke_mode(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--smoke", "--out", str(tmp_path),
                              "--python", sys.executable], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    names = {"adapter_training", "generation", "cls_adapter_swap", "inversion", "classifier"}
+    names = {"adapter_training", "generation", "cls_adapter_swap", "shortcuts", "inversion", "classifier"}
     assert {p.stem for p in tmp_path.glob("*.json")} == names
     for name in names:
         record = json.loads((tmp_path / f"{name}.json").read_text())
@@ -38,6 +38,9 @@ def test_the_gpu_script_runs_every_benchmark_in_smoke_mode(tmp_path):
         assert ratios and all(isinstance(r, float) and math.isfinite(r) and r > 0 for r in ratios), (name, record)
     generation = json.loads((tmp_path / "generation.json").read_text())
     assert generation["writers_off"]["ratio_time_median"] > 0  # the writer-threads comparison ran
+    shortcuts = json.loads((tmp_path / "shortcuts.json").read_text())
+    assert len(shortcuts["ratios"]) == 4 and all(0 < row["mean_abs_pixel_difference"] < 1
+                                                   for row in shortcuts["rows"][1:])
 
 
 def test_the_gpu_script_refuses_unknown_flags():

@@ -7,6 +7,7 @@ import torch
 from ddcore.config import DEFAULT_BASE_MODEL  # noqa: F401 (re-exported)
 from ddcore.errors import ConfigError
 
+from .families import require_family
 from .loading import TINY, load_pretrained, model_identity  # noqa: F401 (re-exported)
 
 # Hub ids that no longer exist, and where the same weights live now.
@@ -48,6 +49,7 @@ def load_sd_pipeline(model: str, *, device: str = "cpu", dtype: torch.dtype = to
         return pipe.to(dtype=dtype) if dtype != torch.float32 else pipe
 
     def load(source: str, **kwargs):
+        require_family(cls.load_config(source, **kwargs), source)  # before any weight is read
         return cls.from_pretrained(source, safety_checker=None, requires_safety_checker=False,
                                    **_dtype_kwargs(dtype), **kwargs)
 
