@@ -191,6 +191,16 @@ def training_dtype(device: str) -> torch.dtype:
 # --------------------------------------------------------------------------- data and runs
 
 
+def generation_setup(args: argparse.Namespace, prefix: str) -> tuple[Path, Path, Path]:
+    """What every generation benchmark starts with: quiet libraries, the seed, and the base
+    model folder, a scratch folder and a toy image folder (``args.classes`` classes): (base, work, data)."""
+    quiet_libraries()
+    torch.manual_seed(args.seed)
+    base = base_model_folder(args.model)
+    work = workdir(args, prefix)
+    return base, work, write_image_folder(work / "data", args.classes, train=1)
+
+
 def write_image_folder(root: Path, classes: int, train: int, size: int = 64, test: int = 1) -> Path:
     """DATA/{train,test}/<colour>_square/NNN.png: a coloured square on noise, ``size`` px."""
     names = list(COLOURS)[:classes]

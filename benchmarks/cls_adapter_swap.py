@@ -127,11 +127,7 @@ class Plain:
 
 def main() -> None:
     args = arguments()
-    C.quiet_libraries()
-    torch.manual_seed(args.seed)
-    base = C.base_model_folder(args.model)
-    work = C.workdir(args, "dd-bench-cls-")
-    data = C.write_image_folder(work / "data", args.classes, train=1)
+    base, work, data = C.generation_setup(args, "dd-bench-cls-")
     total = args.images_per_class * args.classes
     print(f"{args.model} on {args.device}: {args.classes} classes x {args.images_per_class} images = {total}, "
           f"{args.resolution} px, {args.steps} steps, batch {args.batch}; {args.repeats} repeats (+1 warm-up); "

@@ -24,7 +24,6 @@ import shutil
 from pathlib import Path
 
 import _common as C  # first: sets the offline environment before the heavy imports
-import torch
 
 NAME = "generation"
 DEFAULTS = {
@@ -121,11 +120,7 @@ class Plain:
 
 def main() -> None:
     args = arguments()
-    C.quiet_libraries()
-    torch.manual_seed(args.seed)
-    base = C.base_model_folder(args.model)
-    work = C.workdir(args, "dd-bench-gen-")
-    data = C.write_image_folder(work / "data", args.classes, train=1)
+    base, work, data = C.generation_setup(args, "dd-bench-gen-")
     args.class_names = sorted(p.name for p in (data / "train").iterdir())
     total = args.images_per_class * args.classes
     print(f"{args.model} on {args.device}: {args.classes} classes x {args.images_per_class} images = {total}, "

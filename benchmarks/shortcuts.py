@@ -28,7 +28,6 @@ import statistics
 
 import _common as C  # first: sets the offline environment before the heavy imports
 import numpy as np
-import torch
 
 NAME = "shortcuts"
 DEFAULTS = {
@@ -85,11 +84,7 @@ def main() -> None:
     from ddcore.api import feature_space, per_class_quality
 
     args = arguments()
-    C.quiet_libraries()
-    torch.manual_seed(args.seed)
-    base = C.base_model_folder(args.model)
-    work = C.workdir(args, "dd-bench-shortcuts-")
-    data = C.write_image_folder(work / "data", args.classes, train=1)
+    base, work, data = C.generation_setup(args, "dd-bench-shortcuts-")
     total = args.images_per_class * args.classes
     print(f"{args.model} on {args.device}: {total} images, {args.resolution} px, {args.steps} steps, batch "
           f"{args.batch}; {args.repeats} repeats per setting (+1 warm-up of the default); work dir {work}")

@@ -67,11 +67,14 @@ def test_each_shortcut_changes_the_key_records_itself_and_stays_near_the_default
     assert shortcuts["step_cache"].stages["generator"].step_cache.cached_steps > 0
 
 
-def test_step_caching_with_a_compiled_unet_is_refused_before_anything_loads(tiny_folder, tmp_path):
+@pytest.mark.parametrize("flags, says", [
+    (["generator.step_cache=3", "generator.compile=on"], "step_cache cannot be combined with generator.compile"),
+    (["generator.step_cache=-1"], "step_cache must be 0"),
+    (["generator.token_merging=1.5"], r"token_merging \(ToMe's ratio\) must be in \[0, 1\)"),
+])
+def test_a_bad_shortcut_is_refused_when_the_run_is_configured(tiny_folder, tmp_path, flags, says):
     from ddcore.api import ConfigError, Run
 
-    run = Run(config_for(tiny_folder, tmp_path / "r", "--method", "sd-txt2img", "--set", "generator.step_cache=3",
-                         "--set", "generator.compile=on"))
-    run.prepare()
-    with pytest.raises(ConfigError, match="step_cache cannot be combined with generator.compile"):
-        run.generate()
+    with pytest.raises(ConfigError, match=says):
+        Run(config_for(tiny_folder, tmp_path / "r", "--method", "sd-txt2img",
+                       *[part for flag in flags for part in ("--set", flag)]))

@@ -37,6 +37,18 @@ class Txt2Img(Generator):
                                            "layers (0: off, tomesd's default is 0.5); changes the images",
                                       keyed="if-set")
 
+        def __post_init__(self) -> None:  # bad values fail when the run is configured, before any model loads
+            from ddcore.api import ConfigError, resolve_switch
+
+            if self.step_cache < 0:
+                raise ConfigError(f"generator.step_cache must be 0 (off) or an interval of at least 2 steps, "
+                                  f"not {self.step_cache}")
+            if not 0 <= self.token_merging < 1:
+                raise ConfigError(f"generator.token_merging (ToMe's ratio) must be in [0, 1), not {self.token_merging}")
+            if self.step_cache > 1 and resolve_switch("generator.compile", self.compile, False):
+                raise ConfigError("generator.step_cache cannot be combined with generator.compile=on (the cached "
+                                  "steps run another path of the U-Net); set one of them off")
+
     def load_base(self, context):
         """The pipeline adapters load into and select on: the base model's text-to-image one. A
         subclass may load another, or render with a pipeline built on its modules (``pipe``)."""
@@ -68,11 +80,8 @@ class Txt2Img(Generator):
             context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
 
     def take_shortcuts(self) -> None:
-        from ddcore.api import ConfigError, apply_step_cache, resolve_switch
+        from ddcore.api import apply_step_cache
 
-        if self.options.step_cache > 1 and resolve_switch("generator.compile", self.options.compile, False):
-            raise ConfigError("generator.step_cache cannot be combined with generator.compile=on (the cached steps "
-                              "run another path of the U-Net); set one of them off")
         self.step_cache, _ = apply_step_cache(self.base.unet, self.options.step_cache)
 
     def merge_tokens(self) -> None:
