@@ -42,13 +42,18 @@ from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_jso
 
 # 1.1: TrainLog, read_train_log, train_logs, load_state, save_state, grad_norm, sum_across.
 # 1.2: speed_up, resolve_switch; option(..., keyed=False); Adapter.prepare_compile.
-# 1.3: option(..., keyed="if-set"); apply_step_cache, apply_token_merging; per_class_quality, feature_space.
+# 1.3: option(..., keyed="if-set"); apply_step_cache, apply_token_merging; per_class_quality, feature_space;
+#      load_pipeline, Family, FAMILIES, family_of_pipeline; load_sd_pipeline(..., who=).
 API_VERSION = (1, 3)
 
 # name -> module, imported on first use (they import torch).
 _LAZY = {
     # models: loading checkpoints by hub id, local folder or "tiny"; diffusion helpers
     "load_sd_pipeline": "ddcore.models.diffusion",
+    "load_pipeline": "ddcore.models.diffusion",
+    "Family": "ddcore.models.families",
+    "FAMILIES": "ddcore.models.families",
+    "family_of_pipeline": "ddcore.models.families",
     "model_identity": "ddcore.models.loading",
     "load_pretrained": "ddcore.models.loading",
     "short_reason": "ddcore.models.loading",
@@ -111,7 +116,8 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     # 1.2
     "resolve_switch", "speed_up",
     # 1.3
-    "apply_step_cache", "apply_token_merging", "feature_space", "per_class_quality",
+    "apply_step_cache", "apply_token_merging", "feature_space", "per_class_quality", "load_pipeline", "Family",
+    "FAMILIES", "family_of_pipeline",
 ]
 
 

@@ -239,8 +239,10 @@ class Run:
     # -- stages -----------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Choose the few shots (or read ``--fewshot``) and record the run."""
+        """Check the base model suits the stages, choose the few shots (or read ``--fewshot``)
+        and record the run."""
         c = self.config
+        self.check_base_model_family()
         shots = self.choose_shots()
         self._keys = self.keys()
         if self.process.is_main:
@@ -250,6 +252,23 @@ class Run:
                       "train_on": self.train_on, "keys": self._keys, "resolved": self.resolved()}
             atomic_write_json(self.out / RUN_FILE, record)
             self._start_trackers(record)
+
+    def check_base_model_family(self) -> None:
+        """A stage written for some model families only refuses another one now, before any
+        training, naming the families it supports (one ``model_index.json`` read)."""
+        restricted = {kind: stage for kind, stage in self.stages.items()
+                      if stage is not None and stage.families is not None}
+        if not restricted:
+            return
+        from ddcore.models.diffusion import base_model_family
+        from ddcore.models.families import FAMILIES, titles
+
+        family = base_model_family(self.config.base_model)
+        for kind, stage in restricted.items():
+            if family is not None and family not in stage.families:
+                raise ConfigError(f"{kind} '{self.choices[kind]}' works with {titles(stage.families)} base models, "
+                                  f"and --base-model {self.config.base_model} is {FAMILIES[family].title}; choose "
+                                  f"another --base-model or method")
 
     def _start_trackers(self, record: dict[str, Any]) -> None:
         """The run's trackers (``log_with``), with its settings and stage keys as their config."""

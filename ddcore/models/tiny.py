@@ -341,3 +341,257 @@ def save_tiny_text_generator(dest: Path) -> Path:
     model.save_pretrained(str(dest))
     tokenizer.save_pretrained(str(dest))
     return dest
+
+
+# --------------------------------------------------------------------------- tiny SDXL, SD3, FLUX
+
+# The default resolution of every tiny pipeline: a 16x16 latent through a VAE that downsamples by 2.
+TINY_RESOLUTION = 32
+
+
+def _tiny_clip_text_config(hidden_size: int, heads: int, projection_dim: int | None = None):
+    """A 2-layer ``CLIPTextConfig`` over CLIP's 49408-token vocabulary (ids of ``tiny_clip_tokenizer``)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=49406,
+        eos_token_id=49407,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        layer_norm_eps=1e-5,
+        num_attention_heads=heads,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=49408,
+        projection_dim=projection_dim or hidden_size,
+    )
+
+
+def _tiny_t5_encoder(d_model: int):
+    """A tiny random ``T5EncoderModel`` (T5 v1.1 style, gated-gelu) whose vocabulary covers CLIP's
+    49408 ids: it is fed ids from ``tiny_clip_tokenizer`` (no offline SentencePiece T5 tokenizer)."""
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=49408,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=2 * d_model,
+        num_layers=2,
+        num_heads=d_model // 8,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=49407,
+        eos_token_id=49407,
+        decoder_start_token_id=49407,
+    )
+    return T5EncoderModel(config)
+
+
+def _tiny_vae(latent_channels: int, **kwargs):
+    """A 2-level ``AutoencoderKL`` (downsamples by 2: 16x16 latent <-> 32x32 image)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        sample_size=TINY_RESOLUTION,
+        **kwargs,
+    )
+
+
+def _seeded(build):
+    """``build()`` with the global torch RNG seeded to 0 (and restored afterwards)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build()
+
+
+def tiny_sdxl_pipeline():
+    """A tiny random ``StableDiffusionXLPipeline``, deterministic and offline.
+
+    UNet with SDXL's ``addition_embed_type="text_time"`` conditioning (6 time ids x 8 + the
+    pooled projection of text_encoder_2), cross-attention over the two encoders' concatenated
+    hidden states (32 + 32); both tokenizers are ``tiny_clip_tokenizer()``. ``sample_size=16`` and
+    a VAE that downsamples by 2: the default resolution is 32 px. Scheduler: SDXL's Euler
+    (scaled_linear 0.00085..0.012, steps_offset=1, "leading" spacing); the watermarker is off.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    time_embed_dim, pooled_dim = 8, 32
+    unet = _seeded(lambda: UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=TINY_RESOLUTION // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * time_embed_dim + pooled_dim,
+        cross_attention_dim=32 + 32,
+        norm_num_groups=8,
+    ))
+    vae = _seeded(lambda: _tiny_vae(4, scaling_factor=0.13025))
+    text_encoder = _seeded(lambda: CLIPTextModel(_tiny_clip_text_config(32, 4)))
+    text_encoder_2 = _seeded(lambda: CLIPTextModelWithProjection(_tiny_clip_text_config(32, 4, pooled_dim)))
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        prediction_type="epsilon",
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        tokenizer_2=tiny_clip_tokenizer(),
+        unet=unet.eval(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def tiny_sd3_pipeline():
+    """A tiny random ``StableDiffusion3Pipeline``, deterministic and offline.
+
+    ``SD3Transformer2DModel``: 2 joint blocks (the last one context-pre-only, as in SD3), 4 heads
+    of 8, patch 2, 16 latent channels, ``sample_size=16``. Text: a CLIP-L-like (hidden 16) and a
+    CLIP-G-like (hidden 32) ``CLIPTextModelWithProjection`` whose penultimate hidden states
+    (16 + 32 = 48, zero-padded by the pipeline to 64) and pooled projections (16 + 32 = 48) feed
+    the transformer, and a tiny ``T5EncoderModel`` (d_model 64 = joint_attention_dim).
+
+    Tokenizers: all three are ``tiny_clip_tokenizer()``. There is no offline SentencePiece T5
+    tokenizer, and the pipeline only calls tokenizer_3 for ids (padding to max_sequence_length,
+    256 by default, and ``batch_decode`` for its truncation warning), so the T5 config's
+    vocab_size is CLIP's 49408. Scheduler: ``FlowMatchEulerDiscreteScheduler(shift=3.0)`` as SD3.
+    The VAE has SD3's ``scaling_factor``/``shift_factor``, no quant convs, and downsamples by 2:
+    the default resolution is 32 px.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    clip_l, clip_g, t5_dim, latent_channels = 16, 32, 64, 16
+    transformer = _seeded(lambda: SD3Transformer2DModel(
+        sample_size=TINY_RESOLUTION // 2,
+        patch_size=2,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=t5_dim,
+        caption_projection_dim=4 * 8,
+        pooled_projection_dim=clip_l + clip_g,
+        pos_embed_max_size=32,
+    ))
+    vae = _seeded(lambda: _tiny_vae(latent_channels, scaling_factor=1.5305, shift_factor=0.0609,
+                                    use_quant_conv=False, use_post_quant_conv=False))
+    text_encoder = _seeded(lambda: CLIPTextModelWithProjection(_tiny_clip_text_config(clip_l, 2)))
+    text_encoder_2 = _seeded(lambda: CLIPTextModelWithProjection(_tiny_clip_text_config(clip_g, 4)))
+    text_encoder_3 = _seeded(lambda: _tiny_t5_encoder(t5_dim))
+    return StableDiffusion3Pipeline(
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=text_encoder_3.eval(),
+        tokenizer_3=tiny_clip_tokenizer(),
+    )
+
+
+def tiny_flux_pipeline():
+    """A tiny random ``FluxPipeline`` (FLUX.1-dev style), deterministic and offline.
+
+    ``FluxTransformer2DModel``: 1 double + 1 single block, 2 heads of 16 (rope axes 4+6+6),
+    ``guidance_embeds=True`` as FLUX.1-dev (the pipeline feeds ``guidance_scale`` to the
+    transformer; there is no true CFG unless a negative prompt and ``true_cfg_scale > 1`` are
+    given). The VAE has 16 latent channels, FLUX's ``scaling_factor``/``shift_factor``, no quant
+    convs, and downsamples by 2; FLUX packs 2x2 latent patches, so the transformer's in_channels
+    are 64. Text: ``CLIPTextModel`` (pooled output, hidden 32 = pooled_projection_dim) and a tiny
+    ``T5EncoderModel`` (d_model 32 = joint_attention_dim). tokenizer_2 is ``tiny_clip_tokenizer()``
+    like tokenizer (no offline SentencePiece T5 tokenizer; the pipeline only takes ids from it,
+    padded to max_sequence_length, 512 by default), so the T5 vocab_size is CLIP's 49408.
+    Scheduler: ``FlowMatchEulerDiscreteScheduler`` with FLUX.1-dev's dynamic shifting.
+
+    ``FluxPipeline`` hard-codes ``default_sample_size = 128`` (not from any config): this builder
+    sets it to 16 on the instance so it renders 32 px by default; a pipeline loaded with
+    ``from_pretrained`` defaults to 128 * 2 = 256 px again, so pass ``height=width=32`` (or set
+    ``default_sample_size`` after loading). Height and width must be multiples of 4
+    (vae_scale_factor * 2).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    latent_channels, clip_dim, t5_dim = 16, 32, 32
+    transformer = _seeded(lambda: FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * latent_channels,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=t5_dim,
+        pooled_projection_dim=clip_dim,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    ))
+    vae = _seeded(lambda: _tiny_vae(latent_channels, scaling_factor=0.3611, shift_factor=0.1159,
+                                    use_quant_conv=False, use_post_quant_conv=False))
+    text_encoder = _seeded(lambda: CLIPTextModel(_tiny_clip_text_config(clip_dim, 4)))
+    text_encoder_2 = _seeded(lambda: _tiny_t5_encoder(t5_dim))
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tiny_clip_tokenizer(),
+        transformer=transformer.eval(),
+    )
+    pipe.default_sample_size = TINY_RESOLUTION // pipe.vae_scale_factor
+    return pipe
+
+
+TINY_FAMILY_PIPELINES = {
+    "tiny-sdxl": tiny_sdxl_pipeline,
+    "tiny-sd3": tiny_sd3_pipeline,
+    "tiny-flux": tiny_flux_pipeline,
+}
+
+
+def save_tiny_family(name: str, dest: Path) -> Path:
+    """Save the tiny pipeline of family ``name`` ("sdxl", "sd3" or "flux"; "tiny-" prefix allowed)
+    with ``save_pretrained`` (loadable by the family's pipeline class ``from_pretrained(dest)``)."""
+    key = name if name.startswith("tiny-") else f"tiny-{name}"
+    if key not in TINY_FAMILY_PIPELINES:
+        raise ValueError(f"unknown tiny family {name!r}; choose from sdxl, sd3, flux")
+    dest = Path(dest)
+    TINY_FAMILY_PIPELINES[key]().save_pretrained(str(dest))
+    return dest

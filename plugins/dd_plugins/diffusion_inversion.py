@@ -51,6 +51,8 @@ USE_GENERATOR = f"use `--generator {NAME}` (or `--method {NAME}`)"
 class DiffusionInversionAdapter(Adapter):
     """One learned conditioning embedding per real shot (the text encoder bypassed)."""
 
+    families = ("sd",)  # the inversion of SD 1.x/2.x's CLIP text encoder (docs/diffusion-inversion.md)
+
     generators = (NAME,)
 
     @dataclass
@@ -159,6 +161,8 @@ class Draw:
 
 class DiffusionInversionGenerator(Generator):
     """Stable Diffusion conditioned on perturbed learned embeddings, at the adapter's resolution."""
+
+    families = ("sd",)
 
     adapters = (NAME,)
 

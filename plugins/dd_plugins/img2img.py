@@ -125,9 +125,8 @@ class Img2Img(Txt2Img):
         pipeline ``base``; this one is built on the same module objects (not ``from_pipe``,
         which casts every module to fp32 by default), so it sees the same weights in the same
         dtype."""
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        return StableDiffusionImg2ImgPipeline(**self.base.components, requires_safety_checker=False)
+        family = self.base.dd_family
+        return family.pipeline_class("image-to-image")(**self.base.components, **family.init_arguments())
 
     def source(self, item) -> Path:
         """The real image ``item`` starts from."""

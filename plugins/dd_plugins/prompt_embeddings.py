@@ -3,7 +3,8 @@
 DataDream's prompts repeat: every image of a class has the same "a photo of a {class}", so a
 plain ``pipe(prompt=[...] * batch)`` runs the text encoder on the same text for each of the
 500 images of a class. The cache encodes each distinct prompt alone (so its embedding never
-depends on which batch it lands in) and hands the pipeline ``prompt_embeds``.
+depends on which batch it lands in) and hands the pipeline ``prompt_embeds`` (and the pooled and negative embeddings its family
+has: ddcore/models/families.py).
 
 An entry is keyed by the adapter selection too (the class, in cls mode), because a per-class
 adapter may change the text encoder. It is small and bounded: captions (DISEF) are distinct
@@ -27,31 +28,28 @@ class PromptEmbeddings:
     def clear(self) -> None:
         self._entries.clear()
 
-    def _one(self, pipe, key: Hashable, text: str, negative: str | None, guided: bool):
+    def _one(self, pipe, family, key: Hashable, text: str, negative: str | None, guided: bool) -> dict[str, Any]:
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             return found
-        embeds, negative_embeds = pipe.encode_prompt(text, pipe._execution_device, 1, guided,
-                                                     negative_prompt=negative)
+        found = family.encode(pipe, text, negative, guided)
         self.encoded += 1
-        self._entries[key] = found = (embeds, negative_embeds)
+        self._entries[key] = found
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return found
 
     def arguments(self, pipe, texts: list[str], *, negative: str | None, guidance: float,
                   selection: Hashable = None) -> dict[str, Any]:
-        """``prompt_embeds`` (and ``negative_prompt_embeds`` under guidance) for ``pipe(...)``,
-        in place of ``prompt`` / ``negative_prompt``."""
+        """The embedding arguments of ``pipe(...)`` for ``texts`` (``prompt_embeds``, and by
+        family the pooled and the negative ones), in place of ``prompt`` / ``negative_prompt``."""
         import torch
 
-        # As the pipeline decides: guidance runs when the scale is above 1 and the U-Net is
-        # not guidance-distilled (LCM's time_cond_proj_dim).
-        guided = guidance > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
-        pairs = [self._one(pipe, (selection, text, negative, guided), text, negative or None, guided)
-                 for text in texts]
-        found = {"prompt_embeds": torch.cat([p[0] for p in pairs])}
-        if guided:
-            found["negative_prompt_embeds"] = torch.cat([p[1] for p in pairs])
-        return found
+        from ddcore.api import family_of_pipeline
+
+        family = family_of_pipeline(pipe)
+        guided = family.guided(pipe, guidance)  # as the pipeline decides (LCM-style U-Nets never guide)
+        rows = [self._one(pipe, family, (selection, text, negative, guided), text, negative or None, guided)
+                for text in texts]
+        return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}

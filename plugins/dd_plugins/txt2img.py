@@ -22,7 +22,8 @@ class Txt2Img(Generator):
                                           "empty: none")
         scheduler: str = option("", "a diffusers scheduler class name (e.g. DDIMScheduler); empty keeps the "
                                     "checkpoint's")
-        dtype: str = option("auto", "pipeline dtype: auto (fp16 on a GPU, fp32 on the CPU), fp32, fp16 or bf16")
+        dtype: str = option("auto", "pipeline dtype: auto (on a GPU the family's: fp16 for SD and SDXL, bf16 for SD3 "
+                                    "and FLUX; fp32 on the CPU), fp32, fp16 or bf16")
         # Speed only: the images stay the same (up to numerical noise), so no key includes them.
         channels_last: str = option("auto", "channels-last U-Net and VAE: auto (on a GPU), on or off", keyed=False)
         fuse_qkv: str = option("auto", "fused q/k/v projections: auto (on a GPU without a LoRA adapter), on or off",
@@ -52,17 +53,18 @@ class Txt2Img(Generator):
     def load_base(self, context):
         """The pipeline adapters load into and select on: the base model's text-to-image one. A
         subclass may load another, or render with a pipeline built on its modules (``pipe``)."""
-        from ddcore.api import load_sd_pipeline, torch_dtype
+        from ddcore.api import load_pipeline
 
-        return load_sd_pipeline(context.config.base_model, device=context.device,
-                                dtype=torch_dtype(self.options.dtype, context.device))
+        return load_pipeline(context.config.base_model, device=context.device, dtype=self.options.dtype)
 
     def setup(self, context, adapter_dir):
         from ddcore.api import resolve_switch, speed_up, swap_scheduler
 
         self.context = context
         self.base = self.pipe = self.load_base(context)
-        swap_scheduler(self.base, self.options.scheduler)
+        note = swap_scheduler(self.base, self.options.scheduler)
+        if note:
+            context.reporter.log(note)
         self.base_identity = self.base.dd_model_id
         self.adapter = context.adapter if adapter_dir is not None else None
         if self.adapter is not None:  # before the speed-ups: a compiled U-Net must see its LoRA layers
@@ -80,9 +82,15 @@ class Txt2Img(Generator):
             context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
 
     def take_shortcuts(self) -> None:
-        from ddcore.api import apply_step_cache
+        from ddcore.api import ConfigError, apply_step_cache
 
-        self.step_cache, _ = apply_step_cache(self.base.unet, self.options.step_cache)
+        used = [name for name in ("step_cache", "token_merging") if getattr(self.options, name)]
+        if used and self.base.dd_family.denoiser != "unet":
+            raise ConfigError(f"generator.{used[0]} works on U-Net models (SD 1.x/2.x, SDXL), not on this "
+                              f"{self.base.dd_family.title} transformer; leave it at 0")
+        self.step_cache = None
+        if self.options.step_cache:
+            self.step_cache, _ = apply_step_cache(self.base.unet, self.options.step_cache)
 
     def merge_tokens(self) -> None:
         from ddcore.api import apply_token_merging

@@ -64,6 +64,8 @@ def load_inpaint_pipeline(model: str, *, device: str, dtype=None):
 class VariRealGenerator(Img2Img):
     """Inpaints the background or the object of a real shot with the attribute prompt."""
 
+    families = ("sd",)  # SD 1.x/2.x inpainting
+
     pretrained_options = ("segmenter",)
     # The shots the planned images start from (plan_prompts); none when setup runs without it,
     # and then each shot is masked when its first image is rendered.
