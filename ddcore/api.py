@@ -43,7 +43,8 @@ from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_jso
 # 1.1: TrainLog, read_train_log, train_logs, load_state, save_state, grad_norm, sum_across.
 # 1.2: speed_up, resolve_switch; option(..., keyed=False); Adapter.prepare_compile.
 # 1.3: option(..., keyed="if-set"); apply_step_cache, apply_token_merging; per_class_quality, feature_space;
-#      load_pipeline, Family, FAMILIES, family_of_pipeline; load_sd_pipeline(..., who=).
+#      load_pipeline, Family, FAMILIES, family_of_pipeline; load_sd_pipeline(..., who=); Conditioner, FlowMatching,
+#      predict, latent_shift_and_scale (training on any family).
 API_VERSION = (1, 3)
 
 # name -> module, imported on first use (they import torch).
@@ -54,6 +55,10 @@ _LAZY = {
     "Family": "ddcore.models.families",
     "FAMILIES": "ddcore.models.families",
     "family_of_pipeline": "ddcore.models.families",
+    "Conditioner": "ddcore.models.family_training",
+    "FlowMatching": "ddcore.models.family_training",
+    "predict": "ddcore.models.family_training",
+    "latent_shift_and_scale": "ddcore.models.family_training",
     "model_identity": "ddcore.models.loading",
     "load_pretrained": "ddcore.models.loading",
     "short_reason": "ddcore.models.loading",
@@ -117,7 +122,7 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     "resolve_switch", "speed_up",
     # 1.3
     "apply_step_cache", "apply_token_merging", "feature_space", "per_class_quality", "load_pipeline", "Family",
-    "FAMILIES", "family_of_pipeline",
+    "FAMILIES", "family_of_pipeline", "Conditioner", "FlowMatching", "predict", "latent_shift_and_scale",
 ]
 
 

@@ -123,8 +123,7 @@ def test_a_folder_saved_by_plain_diffusers_works_as_the_base_model(tmp_path, fam
     assert type(pipe).__name__ == pipe.dd_family.text_to_image
 
 
-@pytest.mark.parametrize("method, stage", [("datadream-dset", "adapter 'datadream-dset'"),
-                                           ("diffusion-inversion", "adapter 'diffusion-inversion'"),
+@pytest.mark.parametrize("method, stage", [("diffusion-inversion", "adapter 'diffusion-inversion'"),
                                            ("varireal", "generator 'varireal'")])
 def test_a_stage_written_for_sd_refuses_another_family_before_any_work(tiny_folder, tmp_path, method, stage):
     from ddcore.api import Run

@@ -126,7 +126,7 @@ def test_a_frozen_text_encoder_encodes_each_prompt_once(tiny_folder, tmp_path, m
 
     def spy(self, options):
         original(self, options)
-        self.text_encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+        self.text_encoders["text_encoder"].register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
 
     monkeypatch.setattr(datadream_training.LoraTrainer, "_speed_up", spy)
     trained_lora(tiny_folder, tmp_path / "run", "--set", "adapter.train_text_encoder=false")

@@ -28,6 +28,20 @@ class Family:
     embeddings: tuple[str, ...]  # encode_prompt's results, in its order, as pipe() arguments
     negative_prompts: bool  # False: guidance is distilled into the model (FLUX), no negative branch
     gpu_dtype: str  # "fp16" or "bf16": what its checkpoints are made for
+    text_encoders: tuple[str, ...]  # the CLIP encoders (components) a LoRA may adapt
+    t5: str | None  # the T5 encoder's component: never trained, its embeddings cached
+    flow_matching: bool  # trained by rectified flow (SD3, FLUX), not DDPM noise
+    # The attention projections of the joint (text+image) transformer blocks besides
+    # to_q/k/v/out: the text stream's, which a LoRA on an MMDiT / FLUX block adapts too.
+    context_projections: tuple[str, ...] = ()
+
+    def lora_targets(self, base: list[str]) -> list[str]:
+        """The denoiser's LoRA target modules: ``base`` (the U-Net's attention by default) and,
+        on a transformer, the text stream's projections of its joint blocks."""
+        return list(dict.fromkeys([*base, *self.context_projections]))
+
+    def frozen_modules(self, pipe: Any) -> list[Any]:
+        return [getattr(pipe, self.t5)] if self.t5 else []
 
     @property
     def pipeline_classes(self) -> tuple[str, ...]:
@@ -74,18 +88,27 @@ class Family:
         return {name: value for name, value in found.items() if value is not None and (guided or "negative" not in name)}
 
 
-SD = Family("sd", "Stable Diffusion 1.x/2.x", "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
-            "StableDiffusionInpaintPipeline", "unet", ("prompt_embeds", "negative_prompt_embeds"), True, "fp16")
-SDXL = Family("sdxl", "SDXL", "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
-              "StableDiffusionXLInpaintPipeline", "unet",
-              ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
-              True, "fp16")
-SD3 = Family("sd3", "Stable Diffusion 3/3.5", "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
-             "StableDiffusion3InpaintPipeline", "transformer",
-             ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"),
-             True, "bf16")
-FLUX = Family("flux", "FLUX.1", "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "transformer",
-              ("prompt_embeds", "pooled_prompt_embeds"), False, "bf16")
+SD = Family(name="sd", title="Stable Diffusion 1.x/2.x", text_to_image="StableDiffusionPipeline",
+            image_to_image="StableDiffusionImg2ImgPipeline", inpaint="StableDiffusionInpaintPipeline", denoiser="unet",
+            embeddings=("prompt_embeds", "negative_prompt_embeds"), negative_prompts=True, gpu_dtype="fp16",
+            text_encoders=("text_encoder",), t5=None, flow_matching=False)
+SDXL = Family(name="sdxl", title="SDXL", text_to_image="StableDiffusionXLPipeline",
+              image_to_image="StableDiffusionXLImg2ImgPipeline", inpaint="StableDiffusionXLInpaintPipeline",
+              denoiser="unet", embeddings=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                           "negative_pooled_prompt_embeds"),
+              negative_prompts=True, gpu_dtype="fp16", text_encoders=("text_encoder", "text_encoder_2"), t5=None,
+              flow_matching=False)
+SD3 = Family(name="sd3", title="Stable Diffusion 3/3.5", text_to_image="StableDiffusion3Pipeline",
+             image_to_image="StableDiffusion3Img2ImgPipeline", inpaint="StableDiffusion3InpaintPipeline",
+             denoiser="transformer", embeddings=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                                                 "negative_pooled_prompt_embeds"),
+             negative_prompts=True, gpu_dtype="bf16", text_encoders=("text_encoder", "text_encoder_2"),
+             t5="text_encoder_3", flow_matching=True,
+             context_projections=("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
+FLUX = Family(name="flux", title="FLUX.1", text_to_image="FluxPipeline", image_to_image="FluxImg2ImgPipeline",
+              inpaint="FluxInpaintPipeline", denoiser="transformer", embeddings=("prompt_embeds", "pooled_prompt_embeds"),
+              negative_prompts=False, gpu_dtype="bf16", text_encoders=("text_encoder",), t5="text_encoder_2",
+              flow_matching=True, context_projections=("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD, SDXL, SD3, FLUX)}
 ALL = tuple(FAMILIES)

@@ -43,9 +43,6 @@ INTERPOLATIONS = ("bilinear", "bicubic")
 class DataDreamAdapter(Adapter):
     """Base of both modes; ``per_class`` picks the mode."""
 
-    # SD 1.x/2.x for now: the LoRA loop (datadream_training.py) is written for the U-Net of SD.
-    families = ("sd",)
-
     per_class = False
 
     @dataclass

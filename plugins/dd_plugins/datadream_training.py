@@ -11,8 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ddcore.api import (ConfigError, ProcessInfo, denoising_target, derive_seed, lora_init_seed, prior_image_seed,
-                        training_dtype)
+from ddcore.api import (ConfigError, FlowMatching, ProcessInfo, denoising_target, derive_seed, latent_shift_and_scale,
+                        lora_init_seed, predict, prior_image_seed, training_dtype)
 
 from .datadream_layout import ADAPTER_NAME, CHECKPOINTS, WEIGHTS, Group
 from .step_loop import save_checkpoint, train_steps
@@ -25,7 +25,7 @@ class ShotLatents:
     the official code, or bicubic), scaled to [-1, 1]
     and encoded whole. ``batch`` crops a latent square of the resolution (resolution / the
     VAE's scale factor, 8 for Stable Diffusion) at random, the paper's random crop in latent
-    space, and samples from the distribution.
+    space, samples from the distribution, and shifts and scales it as the family's VAE says.
     """
 
     def __init__(self, vae, scale_factor: int, shots, resolution: int, device: str, dtype: torch.dtype,
@@ -35,7 +35,7 @@ class ShotLatents:
         from ddcore.api import load_rgb
 
         self.size = resolution // scale_factor
-        self.scaling = vae.config.scaling_factor
+        self.shift, self.scaling = latent_shift_and_scale(vae)
         self.means, self.stds = [], []
         mode = TF.InterpolationMode(interpolation)
         with torch.no_grad(), reporter.task("encoding shots", len(shots)) as advance:
@@ -57,17 +57,18 @@ class ShotLatents:
             window = (slice(None), slice(top, top + self.size), slice(left, left + self.size))
             noise = torch.randn(mean[window].shape, generator=generator)
             crops.append(mean[window] + std[window] * noise)
-        return torch.stack(crops) * self.scaling
+        return (torch.stack(crops) - self.shift) * self.scaling
 
 
 class LoraTrainer:
-    """Loads the base once; trains one LoRA per group (one group in dset mode)."""
+    """Loads the base once; trains one LoRA per group (one group in dset mode), on the
+    denoiser (U-Net or transformer) and, optionally, the CLIP text encoders of any family."""
 
     def __init__(self, options, context, out_dir: Path, shard: ProcessInfo = ProcessInfo()) -> None:
         from diffusers import DDPMScheduler
         from peft import LoraConfig, inject_adapter_in_model
 
-        from ddcore.api import load_sd_pipeline
+        from ddcore.api import Conditioner, load_pipeline
 
         self.options, self.context, self.out_dir = options, context, out_dir
         self.shard = shard  # processes sharing each batch (data parallelism); one by default
@@ -76,26 +77,34 @@ class LoraTrainer:
                               "processes sharing each batch; raise it or launch fewer processes")
         self.device = context.device
         self.dtype = training_dtype(options.mixed_precision, self.device)
-        pipe = load_sd_pipeline(context.config.base_model, device=self.device, dtype=self.dtype)
-        self.pipe = pipe
-        self.unet, self.text_encoder, self.vae, self.tokenizer = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
-        # Training noise: DDPM with the checkpoint's own schedule and prediction type.
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        for module in (self.unet, self.text_encoder, self.vae):
+        pipe = load_pipeline(context.config.base_model, device=self.device, dtype=self.dtype)
+        self.pipe, self.family = pipe, pipe.dd_family
+        if options.prior_loss_weight > 0 and self.family.name != "sd":
+            raise ConfigError(f"adapter.prior_loss_weight > 0 works on Stable Diffusion 1.x/2.x only so far, not "
+                              f"on {self.family.title}; set it to 0 (the paper's setting)")
+        self.net, self.vae, self.tokenizer = getattr(pipe, self.family.denoiser), pipe.vae, pipe.tokenizer
+        self.text_encoders = {name: getattr(pipe, name) for name in self.family.text_encoders}
+        for module in (self.net, self.vae, *self.text_encoders.values(), *self.family.frozen_modules(pipe)):
             module.requires_grad_(False)
+        # Training noise: DDPM with the checkpoint's own schedule and prediction type, or flow matching.
+        self.flow = FlowMatching(self.family, pipe.scheduler.config) if self.family.flow_matching else None
+        self.noise_scheduler = None if self.flow else DDPMScheduler.from_config(pipe.scheduler.config)
         alpha = options.alpha or options.rank
-        self.unet_config = LoraConfig(r=options.rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                      target_modules=_targets(options.unet_targets))
+        self.net_config = LoraConfig(r=options.rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                     target_modules=self.family.lora_targets(_targets(options.unet_targets)))
         # peft itself injects the layers, not diffusers' or transformers' adapter mixins: those
         # wrap the same call but add version gates of their own (transformers 5.24's demands a
         # peft release that does not exist yet), and we need nothing else from them.
-        inject_adapter_in_model(self.unet_config, self.unet, adapter_name=ADAPTER_NAME)
+        inject_adapter_in_model(self.net_config, self.net, adapter_name=ADAPTER_NAME)
+        self.lora = {self.family.denoiser: self.net}  # component name -> module with LoRA layers
         self.text_config = None
         if options.train_text_encoder:
             self.text_config = LoraConfig(r=options.rank, lora_alpha=alpha, init_lora_weights="gaussian",
                                           target_modules=_targets(options.text_targets))
-            inject_adapter_in_model(self.text_config, self.text_encoder, adapter_name=ADAPTER_NAME)
-        self.lora_modules = [m for m in (self.unet, self.text_encoder) if m is not None]
+            for name, encoder in self.text_encoders.items():
+                inject_adapter_in_model(self.text_config, encoder, adapter_name=ADAPTER_NAME)
+                self.lora[name] = encoder
+        self.lora_modules = list(self.lora.values())
         self.params = [p for m in self.lora_modules for n, p in m.named_parameters() if "lora_" in n]
         for p in self.params:  # LoRA weights train in fp32 whatever the base dtype
             p.data = p.data.float()
@@ -103,7 +112,11 @@ class LoraTrainer:
         self._speed_up(options)
         self.latents = ShotLatents(self.vae, pipe.vae_scale_factor, context.shots, context.config.resolution,
                                    self.device, self.dtype, context.reporter, options.interpolation)
-        self.prompt_ids = self._tokenize([context.prompts[s.label][0].text for s in context.shots])
+        self.prompt_texts = [context.prompts[s.label][0].text for s in context.shots]
+        if self.family.name == "sd":
+            self.prompt_ids = self._tokenize(self.prompt_texts)
+        else:
+            self.conditioner = Conditioner(pipe, self.family, context.config.resolution, self.device)
         self.prior = self._prior_latents() if options.prior_loss_weight > 0 else None
 
     def _speed_up(self, options) -> None:
@@ -111,29 +124,46 @@ class LoraTrainer:
         from ddcore.api import resolve_switch
 
         if options.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
+            self.net.enable_gradient_checkpointing()
             if options.train_text_encoder:
-                self.text_encoder.gradient_checkpointing_enable()
+                for encoder in self.text_encoders.values():
+                    encoder.gradient_checkpointing_enable()
         self.fused_adamw = resolve_switch("adapter.fused_adamw", options.fused_adamw, self.device.startswith("cuda"))
-        # The compiled module only runs the forward; the LoRA weights are read from self.unet.
-        self.denoiser = torch.compile(self.unet) if resolve_switch("adapter.compile", options.compile, False) \
-            else self.unet
+        # The compiled module only runs the forward; the LoRA weights are read from self.net.
+        self.denoiser = torch.compile(self.net) if resolve_switch("adapter.compile", options.compile, False) \
+            else self.net
         # A frozen text encoder gives each prompt the same embedding at every step: once each.
-        self._text_cache: dict[bytes, torch.Tensor] | None = None if options.train_text_encoder else {}
+        self._text_cache: dict[Any, Any] | None = None if options.train_text_encoder else {}
 
     def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
-        """The text encoder's output for token ids on the CPU (the cache keys on them there, so
+        """SD's text encoder output for token ids on the CPU (the cache keys on them there, so
         a step costs no device-to-host copy)."""
+        encoder = self.text_encoders["text_encoder"]
         if self._text_cache is None:
-            return self.text_encoder(ids.to(self.device))[0]
+            return encoder(ids.to(self.device))[0]
         rows = []
         for row in ids:
             key = row.numpy().tobytes()
             if key not in self._text_cache:
                 with torch.no_grad():
-                    self._text_cache[key] = self.text_encoder(row[None].to(self.device))[0][0]
+                    self._text_cache[key] = encoder(row[None].to(self.device))[0][0]
             rows.append(self._text_cache[key])
         return torch.stack(rows)
+
+    def _condition(self, indices: list[int]) -> dict[str, Any]:
+        """The denoiser's conditioning for these shots' prompts (SD: from the token ids; the
+        other families through their :class:`Conditioner`, each prompt once when the text
+        encoders are frozen)."""
+        if self.family.name == "sd":
+            return {"encoder_hidden_states": self._encode_text(self.prompt_ids[indices])}
+        texts = [self.prompt_texts[i] for i in indices]
+        if self._text_cache is None:
+            return self.conditioner(texts)
+        for text in dict.fromkeys(texts):
+            if text not in self._text_cache:
+                with torch.no_grad():
+                    self._text_cache[text] = self.conditioner([text])
+        return _stacked([self._text_cache[t] for t in texts])
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
@@ -204,25 +234,39 @@ class LoraTrainer:
         generator = torch.Generator().manual_seed(derive_seed(self.context.config.seed, group.name, step))
         indices = self._batch_indices(group, step)
         latents = self.latents.batch(indices, generator)
-        ids = self.prompt_ids[indices]
         weights = torch.full((len(indices),), 1.0 / len(indices))
+        prompts = list(indices)  # which prompt each sample has: a shot's, or (below) a prior image's
         if self.prior is not None:
             prior_latents, prior_ids = self.prior.batch(len(indices), generator)
-            latents, ids = torch.cat([latents, prior_latents]), torch.cat([ids, prior_ids])
+            latents = torch.cat([latents, prior_latents])
             weights = torch.cat([weights, weights * self.options.prior_loss_weight])
         noise = torch.randn(latents.shape, generator=generator)
-        steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator)
+        if self.flow is not None:
+            noisy, timesteps, sigmas = self.flow.sample(latents, noise, generator)
+        else:
+            steps = self.noise_scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, steps, (latents.shape[0],), generator=generator)
         share = slice(self.shard.rank, None, self.shard.world_size)
         latents, noise, timesteps = (t[share].to(self.device) for t in (latents, noise, timesteps))
-        ids, weights = ids[share], weights[share].to(self.device)  # ids stay on the CPU: _encode_text
+        weights = weights[share].to(self.device)
         latents, noise = latents.to(self.dtype), noise.to(self.dtype)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        if self.flow is not None:
+            noisy, sigmas = noisy[share].to(self.device, self.dtype), sigmas[share].to(self.device)
+        else:
+            noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32):
-            context = self._encode_text(ids)
-            prediction = self.denoiser(noisy, timesteps, encoder_hidden_states=context).sample
-        target = denoising_target(self.noise_scheduler, latents, noise, timesteps)
-        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            if self.prior is not None:  # SD only: prior images carry their own token ids
+                ids = torch.cat([self.prompt_ids[indices], prior_ids])[share]
+                condition = {"encoder_hidden_states": self._encode_text(ids)}
+            else:
+                condition = self._condition(prompts[share])
+            prediction = predict(self.pipe, self.family, self.denoiser, noisy, timesteps, condition)
+        if self.flow is not None:
+            output, target = self.flow.loss_terms(prediction.float(), noisy.float(), latents.float(), noise.float(),
+                                                  sigmas.float())
+        else:
+            output, target = prediction.float(), denoising_target(self.noise_scheduler, latents, noise, timesteps).float()
+        per_sample = F.mse_loss(output, target, reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * weights).sum()
 
     # -- preservation loss ------------------------------------------------------------------
@@ -258,37 +302,39 @@ class LoraTrainer:
     # -- files ------------------------------------------------------------------------------
 
     def _lora_state(self) -> dict[str, Any]:
+        """Each LoRA-carrying component's weights, by its pipeline name (``unet``,
+        ``transformer``, ``text_encoder``, ``text_encoder_2``)."""
         from peft import get_peft_model_state_dict
 
-        state = {"unet": get_peft_model_state_dict(self.unet, adapter_name=ADAPTER_NAME)}
-        if self.text_config is not None:
-            state["text_encoder"] = get_peft_model_state_dict(self.text_encoder, adapter_name=ADAPTER_NAME)
-        return state
+        return {name: get_peft_model_state_dict(module, adapter_name=ADAPTER_NAME) for name, module in self.lora.items()}
 
     def _save(self, folder: Path) -> None:
-        from diffusers import StableDiffusionPipeline
+        """The LoRA in the diffusers format of the family: its pipeline's ``load_lora_weights``
+        loads it into a plain base pipeline."""
         from diffusers.utils import convert_state_dict_to_diffusers
 
         state = self._lora_state()
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{WEIGHTS}.tmp"
-        metadata = {"unet_lora_adapter_metadata": _metadata(self.unet_config)}
-        layers = {"unet_lora_layers": convert_state_dict_to_diffusers(state["unet"])}
-        if "text_encoder" in state:
-            layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(state["text_encoder"])
-            metadata["text_encoder_lora_adapter_metadata"] = _metadata(self.text_config)
-        StableDiffusionPipeline.save_lora_weights(str(folder), weight_name=tmp.name, safe_serialization=True,
-                                                  **{k: {n: t.detach().float().cpu().contiguous() for n, t in v.items()}
-                                                     for k, v in layers.items()}, **metadata)
+        # The U-Net families' layers in diffusers' key names, as diffusers' SD and SDXL LoRA
+        # scripts save them; SD3's and FLUX's in peft's, as their scripts do.
+        convert = convert_state_dict_to_diffusers if self.family.denoiser == "unet" else dict
+        arguments: dict[str, Any] = {}
+        for name, weights in state.items():
+            config = self.net_config if name == self.family.denoiser else self.text_config
+            arguments[f"{name}_lora_layers"] = {k: t.detach().float().cpu().contiguous()
+                                                for k, t in convert(weights).items()}
+            arguments[f"{name}_lora_adapter_metadata"] = _metadata(config)
+        self.family.pipeline_class("text-to-image").save_lora_weights(str(folder), weight_name=tmp.name,
+                                                                      safe_serialization=True, **arguments)
         tmp.replace(folder / WEIGHTS)
 
     def _restore(self, state: dict) -> None:
         """The LoRA weights of a checkpoint, put back."""
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.unet, state["lora"]["unet"], adapter_name=ADAPTER_NAME)
-        if "text_encoder" in state["lora"]:
-            set_peft_model_state_dict(self.text_encoder, state["lora"]["text_encoder"], adapter_name=ADAPTER_NAME)
+        for name, weights in state["lora"].items():
+            set_peft_model_state_dict(self.lora[name], weights, adapter_name=ADAPTER_NAME)
 
 
 class PriorSet:
@@ -299,6 +345,13 @@ class PriorSet:
         pick = torch.randint(0, len(self.latents), (size,), generator=generator)
         return self.latents[pick], self.ids[pick]
 
+
+
+def _stacked(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-prompt conditionings (batch of one each) as one batch, nested dicts included."""
+    first = rows[0]
+    return {key: _stacked([r[key] for r in rows]) if isinstance(first[key], dict) else torch.cat([r[key] for r in rows])
+            for key in first}
 
 
 def _targets(text: str) -> list[str]:
