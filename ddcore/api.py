@@ -44,7 +44,7 @@ from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_jso
 # 1.2: speed_up, resolve_switch; option(..., keyed=False); Adapter.prepare_compile.
 # 1.3: option(..., keyed="if-set"); apply_step_cache, apply_token_merging; per_class_quality, feature_space;
 #      load_pipeline, Family, FAMILIES, family_of_pipeline; load_sd_pipeline(..., who=); Conditioner, FlowMatching,
-#      predict, latent_shift_and_scale (training on any family).
+#      predict, latent_shift_and_scale (training on any family); save_memory.
 API_VERSION = (1, 3)
 
 # name -> module, imported on first use (they import torch).
@@ -67,6 +67,7 @@ _LAZY = {
     "swap_scheduler": "ddcore.models.diffusion",
     "speed_up": "ddcore.models.speedups",
     "resolve_switch": "ddcore.models.speedups",
+    "save_memory": "ddcore.models.speedups",
     "apply_step_cache": "ddcore.models.step_cache",
     "apply_token_merging": "ddcore.models.token_merging",
     # set quality (dd quality's measures): per class and pooled ("all"), in a named feature space
@@ -123,6 +124,7 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     # 1.3
     "apply_step_cache", "apply_token_merging", "feature_space", "per_class_quality", "load_pipeline", "Family",
     "FAMILIES", "family_of_pipeline", "Conditioner", "FlowMatching", "predict", "latent_shift_and_scale",
+    "save_memory",
 ]
 
 

@@ -34,6 +34,9 @@ class Family:
     # The attention projections of the joint (text+image) transformer blocks besides
     # to_q/k/v/out: the text stream's, which a LoRA on an MMDiT / FLUX block adapts too.
     context_projections: tuple[str, ...] = ()
+    # GPU memory (GiB) the family's pipeline needs in its dtype with every component resident
+    # (weights and a 1024 px batch of one); below it, generation offloads by default.
+    resident_gib: float = 12.0
 
     def lora_targets(self, base: list[str]) -> list[str]:
         """The denoiser's LoRA target modules: ``base`` (the U-Net's attention by default) and,
@@ -91,24 +94,25 @@ class Family:
 SD = Family(name="sd", title="Stable Diffusion 1.x/2.x", text_to_image="StableDiffusionPipeline",
             image_to_image="StableDiffusionImg2ImgPipeline", inpaint="StableDiffusionInpaintPipeline", denoiser="unet",
             embeddings=("prompt_embeds", "negative_prompt_embeds"), negative_prompts=True, gpu_dtype="fp16",
-            text_encoders=("text_encoder",), t5=None, flow_matching=False)
+            text_encoders=("text_encoder",), t5=None, flow_matching=False, resident_gib=6.0)
 SDXL = Family(name="sdxl", title="SDXL", text_to_image="StableDiffusionXLPipeline",
               image_to_image="StableDiffusionXLImg2ImgPipeline", inpaint="StableDiffusionXLInpaintPipeline",
               denoiser="unet", embeddings=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                                            "negative_pooled_prompt_embeds"),
               negative_prompts=True, gpu_dtype="fp16", text_encoders=("text_encoder", "text_encoder_2"), t5=None,
-              flow_matching=False)
+              flow_matching=False, resident_gib=14.0)
 SD3 = Family(name="sd3", title="Stable Diffusion 3/3.5", text_to_image="StableDiffusion3Pipeline",
              image_to_image="StableDiffusion3Img2ImgPipeline", inpaint="StableDiffusion3InpaintPipeline",
              denoiser="transformer", embeddings=("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                                                  "negative_pooled_prompt_embeds"),
              negative_prompts=True, gpu_dtype="bf16", text_encoders=("text_encoder", "text_encoder_2"),
              t5="text_encoder_3", flow_matching=True,
-             context_projections=("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
+             context_projections=("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"), resident_gib=32.0)
 FLUX = Family(name="flux", title="FLUX.1", text_to_image="FluxPipeline", image_to_image="FluxImg2ImgPipeline",
               inpaint="FluxInpaintPipeline", denoiser="transformer", embeddings=("prompt_embeds", "pooled_prompt_embeds"),
               negative_prompts=False, gpu_dtype="bf16", text_encoders=("text_encoder",), t5="text_encoder_2",
-              flow_matching=True, context_projections=("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"))
+              flow_matching=True, context_projections=("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
+              resident_gib=36.0)
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (SD, SDXL, SD3, FLUX)}
 ALL = tuple(FAMILIES)

@@ -80,3 +80,34 @@ def speed_up(pipe: Any, *, device: str, has_lora: bool, channels_last: str = "au
         setattr(pipe, family.denoiser, torch.compile(denoiser))
         applied["compile"] = True
     return applied
+
+
+def offload_by_default(family: Any, device: str, total_bytes: int | None = None) -> bool:
+    """``generator.offload=auto``: on a GPU with less memory than the family's pipeline needs
+    resident (``Family.resident_gib``: FLUX and SD 3.5 Large on a 24 GB card), off elsewhere."""
+    if not device.startswith("cuda"):
+        return False
+    if total_bytes is None:
+        import torch
+
+        total_bytes = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return total_bytes < family.resident_gib * 2**30
+
+
+def save_memory(pipe: Any, *, device: str, offload: str = "auto", vae_tiling: bool = False) -> dict[str, bool]:
+    """The generation memory levers, in place: model CPU offload (each component moves to the
+    GPU only while it runs: the same images, slower) and VAE tiling (the decoder works tile by
+    tile: less memory at large sizes, pixels may differ where tiles meet). Returns what is on."""
+    from .families import family_of_pipeline
+
+    applied = {}
+    if resolve_switch("generator.offload", offload, offload_by_default(family_of_pipeline(pipe), device)):
+        if not device.startswith("cuda"):
+            raise ConfigError("generator.offload=on needs a GPU (it moves components between the CPU and the GPU); "
+                              "set generator.offload=off")
+        pipe.enable_model_cpu_offload(device=device)
+        applied["offload"] = True
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+        applied["vae_tiling"] = True
+    return applied

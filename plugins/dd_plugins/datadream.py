@@ -75,14 +75,31 @@ class DataDreamAdapter(Adapter):
         mixed_precision: str = option("auto", "base-weight dtype: auto (bf16/fp16 on a GPU, fp32 on the CPU), fp16, "
                                               "bf16 or no")
         checkpoint_every: int = option(500, "steps between checkpoints a killed run resumes from", demo=50)
+        optimizer: str = option("adamw", "adamw, or adamw8bit: bitsandbytes' 8-bit AdamW (a quarter of the "
+                                         "optimizer's memory; its rounding changes the training a little)",
+                                keyed="if-set")
         # Speed and memory only: the same training (up to numerical noise), so no key includes them.
-        gradient_checkpointing: bool = option(False, "recompute the U-Net's and text encoder's activations in the "
-                                                     "backward pass: less memory, slower steps", keyed=False)
+        gradient_checkpointing: str = option("auto", "recompute the denoiser's and text encoders' activations in "
+                                                    "the backward pass (less memory, slower steps): auto (on for "
+                                                    "SDXL, SD3 and FLUX on a GPU), on or off", keyed=False)
         fused_adamw: str = option("auto", "torch's fused AdamW kernel: auto (on a GPU), on or off", keyed=False)
         compile: str = option("off", "torch.compile the U-Net: on or off (the first steps pay the compile)",
                               keyed=False)
 
         def __post_init__(self) -> None:
+            import importlib.util
+
+            # true/false: the values of this option before it had an automatic default
+            self.gradient_checkpointing = {"true": "on", "false": "off", True: "on", False: "off"}.get(
+                self.gradient_checkpointing, self.gradient_checkpointing)
+            if self.gradient_checkpointing not in ("auto", "on", "off"):
+                raise ConfigError(f"adapter.gradient_checkpointing must be auto, on or off, not "
+                                  f"{self.gradient_checkpointing!r}")
+            if self.optimizer not in ("adamw", "adamw8bit"):
+                raise ConfigError(f"adapter.optimizer must be adamw or adamw8bit, not {self.optimizer!r}")
+            if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError("adapter.optimizer=adamw8bit needs bitsandbytes, which is not installed: "
+                                  "pip install bitsandbytes (or set adapter.optimizer=adamw)")
             if self.cls_steps not in CLS_STEPS:
                 raise ConfigError(f"adapter.cls_steps must be one of {', '.join(CLS_STEPS)}, not {self.cls_steps!r}")
             if self.interpolation not in INTERPOLATIONS:
@@ -172,6 +189,9 @@ class DataDreamAdapter(Adapter):
             self._load(pipe, adapter_dir / DATASET_GROUP, what="the data-set adapter")
 
     def prepare_compile(self, pipe: Any) -> None:
+        if self.per_class and pipe.dd_family.denoiser != "unet":
+            raise ConfigError(f"generator.compile=on with per-class adapters swaps LoRA weights into a compiled "
+                              f"U-Net; the {pipe.dd_family.title} transformer cannot yet: set generator.compile=off")
         if self.per_class:
             self.select(pipe, 0)
             self._in_place = True

@@ -123,7 +123,8 @@ class LoraTrainer:
         """The speed and memory levers (none changes what is learned)."""
         from ddcore.api import resolve_switch
 
-        if options.gradient_checkpointing:
+        big = self.family.name != "sd" and self.device.startswith("cuda")  # SDXL, SD3, FLUX need it on 24 GB
+        if resolve_switch("adapter.gradient_checkpointing", options.gradient_checkpointing, big):
             self.net.enable_gradient_checkpointing()
             if options.train_text_encoder:
                 for encoder in self.text_encoders.values():
@@ -190,9 +191,7 @@ class LoraTrainer:
 
         opts, context = self.options, self.context
         self._reset_lora(group)
-        optimizer = torch.optim.AdamW(self.params, lr=opts.lr, betas=(opts.adam_beta1, opts.adam_beta2),
-                                      weight_decay=opts.weight_decay, eps=opts.adam_epsilon,
-                                      fused=self.fused_adamw or None)
+        optimizer = self._optimizer()
         scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=group.warmup,
                                   num_training_steps=group.steps)
         checkpoint = self.out_dir / CHECKPOINTS / f"{group.name}.pt"
@@ -212,6 +211,19 @@ class LoraTrainer:
         if self.shard.is_main:
             self._save(self.out_dir / group.name)
             checkpoint.unlink(missing_ok=True)
+
+    def _optimizer(self):
+        opts = self.options
+        settings = {"lr": opts.lr, "betas": (opts.adam_beta1, opts.adam_beta2), "weight_decay": opts.weight_decay,
+                    "eps": opts.adam_epsilon}
+        if opts.optimizer == "adamw8bit":
+            try:
+                import bitsandbytes
+            except ImportError as exc:  # Options checked it is there; a broken install still gets one line
+                raise ConfigError(f"adapter.optimizer=adamw8bit: bitsandbytes does not import ({exc}); "
+                                  "pip install 'datadream[memory]' or set adapter.optimizer=adamw") from None
+            return bitsandbytes.optim.AdamW8bit(self.params, **settings)
+        return torch.optim.AdamW(self.params, **settings, fused=self.fused_adamw or None)
 
     def _batch_indices(self, group: Group, step: int) -> list[int]:
         """Shots for ``step``: shuffled epochs, drawn from a seed so a resumed run continues

@@ -30,6 +30,11 @@ class Txt2Img(Generator):
                                keyed=False)
         compile: str = option("off", "torch.compile the U-Net: on or off (the first batch pays the compile)",
                               keyed=False)
+        offload: str = option("auto", "model CPU offload, components on the GPU only while they run (less memory, "
+                                      "slower): auto (on when the GPU has less memory than the family needs "
+                                      "resident, e.g. FLUX on 24 GB), on or off", keyed=False)
+        vae_tiling: bool = option(False, "decode in tiles: less memory at large sizes; pixels may differ where tiles "
+                                         "meet", keyed="if-set")
         # Shortcuts that change the images: off by default (the paper's protocol), in the key when set.
         step_cache: int = option(0, "DeepCache-style step caching: the U-Net's deep path runs on one step of "
                                     "every N, the shallow branch on the others (0: off); changes the images",
@@ -58,7 +63,7 @@ class Txt2Img(Generator):
         return load_pipeline(context.config.base_model, device=context.device, dtype=self.options.dtype)
 
     def setup(self, context, adapter_dir):
-        from ddcore.api import resolve_switch, speed_up, swap_scheduler
+        from ddcore.api import resolve_switch, save_memory, speed_up, swap_scheduler
 
         self.context = context
         self.base = self.pipe = self.load_base(context)
@@ -77,6 +82,8 @@ class Txt2Img(Generator):
                                  channels_last=self.options.channels_last, fuse_qkv=self.options.fuse_qkv,
                                  compile=self.options.compile)
         self.merge_tokens()  # after speed_up: fusing q/k/v resets the attention processors
+        self.speedups.update(save_memory(self.base, device=context.device, offload=self.options.offload,
+                                         vae_tiling=self.options.vae_tiling))
         levers = [name for name, on in self.speedups.items() if on is True]
         if levers:
             context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
@@ -137,6 +144,7 @@ class Txt2Img(Generator):
             "negative_prompt": self.options.negative_prompt,
             "step_cache": self.options.step_cache,
             "token_merging": self.options.token_merging,
+            "vae_tiling": self.options.vae_tiling,
         }
 
 
