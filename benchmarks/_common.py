@@ -35,6 +35,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_FOLDERS = {"tiny": Path("/tmp/dd-bench-tiny"), "sd21-shapes": Path("/tmp/dd-bench-sd21")}
+# The tiny models of the other families (generation.py takes them: its plain side loads any family).
+FAMILY_FOLDERS = {name: Path(f"/tmp/dd-bench-{name}") for name in ("tiny-sdxl", "tiny-sd3", "tiny-flux")}
 
 # Ten easily told apart classes: a coloured square on noise.
 COLOURS = {
@@ -47,10 +49,13 @@ COLOURS = {
 # --------------------------------------------------------------------------- arguments
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, families: bool = False) -> argparse.ArgumentParser:
+    """The shared arguments; ``families``: ``--model`` also takes the tiny SDXL, SD3 and FLUX."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=sorted(MODEL_FOLDERS), default="tiny",
-                   help="tiny: the project's tiny random SD; sd21-shapes: SD 2.1-base architecture, random weights")
+    models = sorted(MODEL_FOLDERS) + (sorted(FAMILY_FOLDERS) if families else [])
+    p.add_argument("--model", choices=models, default="tiny",
+                   help="tiny: the project's tiny random SD; sd21-shapes: SD 2.1-base architecture, random weights"
+                        + ("; tiny-sdxl, tiny-sd3, tiny-flux: the tiny models of those families" if families else ""))
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default benchmarks/results/<name>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (after one warm-up)")
@@ -154,7 +159,7 @@ def sd21_shapes_pipeline():
 def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
     """The model's pipeline folder, saved with ``save_pretrained`` on first use (fp32 weights,
     as the hub's default files)."""
-    folder = MODEL_FOLDERS[model]
+    folder = {**MODEL_FOLDERS, **FAMILY_FOLDERS}[model]
     if (folder / "model_index.json").is_file():
         return folder
     log(f"saving the {model} base model to {folder} (once)...")
@@ -163,6 +168,10 @@ def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
         from ddcore.api import save_tiny_sd
 
         save_tiny_sd(folder)
+    elif model in FAMILY_FOLDERS:
+        from ddcore.models.tiny import save_tiny_family
+
+        save_tiny_family(model, folder)
     else:
         sd21_shapes_pipeline().save_pretrained(str(folder))
     log(f"  done in {time.perf_counter() - start:.0f} s")

@@ -5,7 +5,8 @@ is timed on a fresh output folder. That includes loading the pipeline (the gener
 also timed on its own), planning, one ``torch.Generator`` per image, the denoising, and writing
 each PNG atomically (encode, write, fsync, rename) plus metadata.jsonl and stage.json.
 
-Plain: what a user's script does: ``StableDiffusionPipeline.from_pretrained(folder)``, then per
+Plain: what a user's script does: ``DiffusionPipeline.from_pretrained(folder)`` (the family's
+pipeline class: ``--model tiny-sdxl``, ``tiny-sd3`` and ``tiny-flux`` run the other families), then per
 class ``pipe(prompt=[p] * B, generator=[torch.Generator().manual_seed(s) ...], ...)`` in batches
 of the same size, saving each image with ``image.save(path)``. Same prompts, seeds, images,
 steps, guidance, resolution, dtype.
@@ -29,11 +30,13 @@ NAME = "generation"
 DEFAULTS = {
     "tiny": {"images_per_class": 16, "classes": 3, "steps": 10, "batch": 4, "resolution": 32},
     "sd21-shapes": {"images_per_class": 16, "classes": 3, "steps": 25, "batch": 8, "resolution": 512},
+    **{name: {"images_per_class": 16, "classes": 3, "steps": 10, "batch": 4, "resolution": 32}
+       for name in C.FAMILY_FOLDERS},
 }
 
 
 def arguments():
-    p = C.parser(__doc__.split("\n\n")[0])
+    p = C.parser(__doc__.split("\n\n")[0], families=True)
     C.generation_arguments(p)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--set", dest="generator_options", action="append", default=[], metavar="generator.NAME=VALUE",
@@ -104,11 +107,13 @@ class Plain:
         clock = {}
 
         def body() -> None:
-            from diffusers import StableDiffusionPipeline
+            from diffusers import DiffusionPipeline
 
-            clock["setup_s"], pipe = C.timed(lambda: StableDiffusionPipeline.from_pretrained(
-                str(self.base), safety_checker=None, requires_safety_checker=False,
-                **C.plain_dtype_kwargs(C.generation_dtype(a.device))).to(a.device), a.device, collect=False)
+            sd = a.model in C.MODEL_FOLDERS  # SD's pipeline takes the safety-checker arguments
+            extra = {"safety_checker": None, "requires_safety_checker": False} if sd else {}
+            clock["setup_s"], pipe = C.timed(lambda: DiffusionPipeline.from_pretrained(
+                str(self.base), **extra, **C.plain_dtype_kwargs(C.generation_dtype(a.device))).to(a.device),
+                a.device, collect=False)
             pipe.set_progress_bar_config(disable=True)
             for items in self.plan:
                 C.plain_generate(pipe, items, out, a)
