@@ -16,6 +16,10 @@ one child process per side (``--probe``), so the two sides do not share a proces
 
     python benchmarks/adapter_training.py --model tiny --device cpu
     python benchmarks/adapter_training.py --model sd21-shapes --device cuda
+    python benchmarks/adapter_training.py --model tiny-flux --device cpu   # tiny-sdxl, tiny-sd3 likewise
+
+For the other families (``--model tiny-sdxl``, ``tiny-sd3``, ``tiny-flux``) the plain side is the
+step of diffusers' own SDXL / SD3 / FLUX LoRA scripts (``PlainFamily``).
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ NAME = "adapter_training"
 DEFAULTS = {
     "tiny": {"steps": 100, "batch": 4, "resolution": 32},
     "sd21-shapes": {"steps": 20, "batch": 8, "resolution": 512},
+    **{name: {"steps": 30, "batch": 4, "resolution": 32} for name in C.FAMILY_FOLDERS},
 }
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
 def arguments():
-    p = C.parser(__doc__.split("\n\n")[0])
+    p = C.parser(__doc__.split("\n\n")[0], families=True)
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per timed repetition")
     p.add_argument("--batch", type=int, default=None, help="images per step")
     p.add_argument("--resolution", type=int, default=None, help="training resolution, px")
@@ -209,6 +214,119 @@ class Plain:
         )
 
 
+class PlainFamily(Plain):
+    """The step of diffusers' own LoRA scripts for SDXL (``train_dreambooth_lora_sdxl.py``), SD3
+    (``train_dreambooth_lora_sd3.py``) and FLUX (``train_dreambooth_lora_flux.py``) with the text
+    encoders trained: the pixels VAE-encoded, every prompt encoded by every text encoder (T5
+    too) each step, the family's noise, denoiser call and loss. No DataDream code."""
+
+    TRANSFORMER_TARGETS = UNET_TARGETS + ["add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+
+    def _setup(self, data: Path, prompts: dict[int, str]) -> None:
+        from diffusers import DDPMScheduler, DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+        from peft import LoraConfig, inject_adapter_in_model
+
+        args = self.args
+        pipe = DiffusionPipeline.from_pretrained(str(self.base), **C.plain_dtype_kwargs(self.dtype)).to(self.device)
+        self.pipe, self.kind = pipe, args.model.removeprefix("tiny-")
+        self.net = pipe.unet if self.kind == "sdxl" else pipe.transformer
+        self.encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if self.kind in ("sdxl", "sd3") else [])
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                module.requires_grad_(False)
+        targets = UNET_TARGETS if self.kind == "sdxl" else self.TRANSFORMER_TARGETS
+        inject_adapter_in_model(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                           target_modules=targets), self.net)
+        for encoder in self.encoders:
+            inject_adapter_in_model(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                               target_modules=TEXT_TARGETS), encoder)
+        self.params = [p for m in (self.net, *self.encoders) for p in m.parameters() if p.requires_grad]
+        for p in self.params:
+            p.data = p.data.float()
+        if self.kind == "sdxl":
+            self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        else:
+            self.flow = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
+        paths, texts = [], []
+        for label, name in enumerate(classes):
+            for path in sorted((data / "train" / name).glob("*.png"))[: args.shots]:
+                paths.append(path)
+                texts.append(prompts[label])
+        self.texts = dict(zip(map(str, paths), texts))
+        dataset = DreamBoothDataset(paths, texts, pipe.tokenizer, args.resolution)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=min(args.batch, len(dataset)), shuffle=True,
+                                                  collate_fn=collate, num_workers=0, drop_last=True)
+        self.prompts = texts
+
+    def _loss(self, pixel_values: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        pipe, vae = self.pipe, self.pipe.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        model_input = (vae.encode(pixel_values).latent_dist.sample() - shift) * vae.config.scaling_factor
+        noise = torch.randn_like(model_input)
+        b = model_input.shape[0]
+        if self.kind == "sdxl":
+            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=self.device, do_classifier_free_guidance=False)
+            size = (self.args.resolution, self.args.resolution)
+            time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=embeds.dtype,
+                                              text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+            timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=self.device)
+            noisy = self.noise_scheduler.add_noise(model_input, noise, timesteps)
+            prediction = self.net(noisy, timesteps, embeds, added_cond_kwargs={
+                "text_embeds": pooled, "time_ids": time_ids.to(self.device).repeat(b, 1)}).sample
+            return F.mse_loss(prediction.float(), noise.float())
+        u = torch.sigmoid(torch.randn(b)) if self.kind == "sd3" else torch.rand(b)
+        indices = (u * self.flow.config.num_train_timesteps).long()
+        timesteps = self.flow.timesteps[indices].to(self.device)
+        sigmas = self.flow.sigmas[indices].to(self.device, model_input.dtype).view(b, 1, 1, 1)
+        noisy = (1.0 - sigmas) * model_input + sigmas * noise
+        if self.kind == "sd3":
+            embeds, _, pooled, _ = pipe.encode_prompt(prompts, prompts, prompts, device=self.device,
+                                                      do_classifier_free_guidance=False)
+            prediction = self.net(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=embeds,
+                                  pooled_projections=pooled, return_dict=False)[0]
+            return F.mse_loss((noisy - sigmas * prediction).float(), model_input.float())
+        embeds, pooled, text_ids = pipe.encode_prompt(prompts, prompts, device=self.device)
+        h, w = model_input.shape[2:]
+        packed = pipe._pack_latents(noisy, b, model_input.shape[1], h, w)
+        image_ids = pipe._prepare_latent_image_ids(b, h // 2, w // 2, self.device, model_input.dtype)
+        guidance = torch.full((b,), 3.5, device=self.device) if self.net.config.guidance_embeds else None
+        out = self.net(hidden_states=packed, timestep=timesteps / 1000, guidance=guidance, pooled_projections=pooled,
+                       encoder_hidden_states=embeds, txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]
+        prediction = pipe._unpack_latents(out, h * pipe.vae_scale_factor, w * pipe.vae_scale_factor,
+                                          pipe.vae_scale_factor)
+        return F.mse_loss(prediction.float(), (noise - model_input).float())
+
+    def train(self, steps: int) -> None:
+        from diffusers.optimization import get_scheduler
+        from peft.utils import get_peft_model_state_dict
+
+        optimizer = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=100, num_training_steps=steps)
+        for module in (self.net, *self.encoders):
+            module.train()
+        autocast = torch.autocast(self.device.split(":")[0], dtype=self.dtype, enabled=self.dtype != torch.float32)
+        batches = self._batches()
+        for _ in range(steps):
+            batch = next(batches)
+            prompts = [self.prompts[0]] * batch["pixel_values"].shape[0]  # the class prompts are alike in length
+            with autocast:
+                loss = self._loss(batch["pixel_values"].to(self.device, dtype=self.dtype), prompts)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+        layers = {f"{'unet' if self.kind == 'sdxl' else 'transformer'}_lora_layers": get_peft_model_state_dict(self.net)}
+        for name, encoder in zip(("text_encoder", "text_encoder_2"), self.encoders):
+            layers[f"{name}_lora_layers"] = get_peft_model_state_dict(encoder)
+        type(self.pipe).save_lora_weights(str(self.out), **layers, safe_serialization=True)
+
+
+def plain_side(args) -> type:
+    return PlainFamily if args.model in C.FAMILY_FOLDERS else Plain
+
+
 # --------------------------------------------------------------------------- memory probe
 
 
@@ -225,7 +343,7 @@ def probe(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     prompts = {c: f"a photo of a {name.replace('_', ' ')}" for c, name in
                enumerate(sorted(p.name for p in (data / "train").iterdir()))}
-    side = Ours(args, base, data, work) if args.probe == "ours" else Plain(args, base, data, work, prompts)
+    side = Ours(args, base, data, work) if args.probe == "ours" else plain_side(args)(args, base, data, work, prompts)
     after_setup = C.peak_rss_mb()
     torch.manual_seed(args.seed)
     side.train(args.steps)
@@ -269,11 +387,11 @@ def main() -> None:
     ours = Ours(args, base, data, work)
     prompts = ours.prompts
     del ours
-    Plain(args, base, data, work, prompts)  # built and dropped
+    plain_side(args)(args, base, data, work, prompts)  # built and dropped
     if args.device == "cuda":
         torch.cuda.empty_cache()
     ours = Ours(args, base, data, work)
-    plain = Plain(args, base, data, work, prompts)
+    plain = plain_side(args)(args, base, data, work, prompts)
     assert ours.dtype == plain.dtype, (ours.dtype, plain.dtype)
 
     result = C.time_training(ours, plain, args)
