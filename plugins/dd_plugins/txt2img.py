@@ -141,6 +141,7 @@ class Txt2Img(Generator):
             "scheduler": type(self.pipe.scheduler).__name__,
             "resolution": config.resolution,
             "base_model": self.base_identity,
+            "family": self.base.dd_family.name,
             "negative_prompt": self.options.negative_prompt,
             "step_cache": self.options.step_cache,
             "token_merging": self.options.token_merging,
