@@ -136,3 +136,13 @@ def test_a_stage_written_for_sd_refuses_another_family_before_any_work(tiny_fold
     message = str(caught.value)
     assert stage in message and "works with Stable Diffusion 1.x/2.x base models" in message and "SDXL" in message
     assert not (tmp_path / "run" / "run.json").exists()  # nothing recorded, nothing trained
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-flux"])  # the family furthest from SD; issynth covers img2img on each
+def test_disef_captions_img2img_and_clip_filter_run_on_another_family(tiny_folder, tmp_path, model):
+    _, made = generated(tiny_folder, tmp_path / "run", model, "--method", "disef-original", "--set",
+                        "prompt_builder.model=tiny",
+                        "--set", "prompt_builder.max_new_tokens=4", "--set", "filter.model=tiny",
+                        "--set", "filter.max_attempts_per_class=3")
+    assert made.items and all(row["family"] == model.removeprefix("tiny-") and row["source"] for row in made.items)
