@@ -169,7 +169,7 @@ def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
 
         save_tiny_sd(folder)
     elif model in FAMILY_FOLDERS:
-        from ddcore.models.tiny import save_tiny_family
+        from ddcore.api import save_tiny_family
 
         save_tiny_family(model, folder)
     else:

@@ -252,6 +252,10 @@ def compare(
                         help="Training data for methods that make synthetic images: synthetic, real+synthetic."),
     scale_images: Optional[str] = Opt(None, "--scale-images", help="Scaling study: images per class, e.g. 100,200,500."),
     scale_shots: Optional[str] = Opt(None, "--scale-shots", help="Scaling study: shots, e.g. 1,2,4,8,16."),
+    base_models: Optional[str] = Opt(None, "--base-models",
+                                     help="Comma-separated diffusion base models to compare (tiny, tiny-sdxl, a folder, "
+                                          "a hub id, ...): the methods that make images run per base model, the others "
+                                          "once. Default: the one of --base-model."),
     out: Path = Opt(Path("compare"), "--out", help="Folder for the runs, the shared stages, the table and the report."),
     quality_features: str = choices.features_option(
         "classifier", "--quality-features", values=choices.QUALITY_SPACES,
@@ -261,9 +265,10 @@ def compare(
 ) -> None:
     """Run methods x classifiers x seeds on one data set, sharing every stage, and write the
     table (Markdown, CSV, JSON) and an HTML report. Any `dd run` option (--data, --shots,
-    --base-model, --set, ...) applies to every run; a rerun resumes."""
+    --base-model, --set, ...) applies to every run; a rerun resumes. --base-models adds the base
+    model as an axis."""
     from ddcore.compare import CompareSpec, run_matrix
-    from ddcore.compare_report import write_compare_outputs
+    from ddcore.compare_report import labelled, write_compare_outputs
 
     base = _shared_run_config(ctx)
     _require_compatible()
@@ -275,12 +280,13 @@ def compare(
         scale_images=_ints(scale_images, "--scale-images") if scale_images else [],
         scale_shots=_ints(scale_shots, "--scale-shots") if scale_shots else [],
         quality_features=quality_features,
+        base_models=[b.strip() for b in (base_models or "").split(",") if b.strip()],
     )
     rows = run_matrix(spec, get_plugins(), _reporter(quiet))
     if not rows:  # a helper process of a multi-process launch
         return
     written = write_compare_outputs(spec, rows, get_plugins(), _reporter(quiet))
-    console.print(compare_table(written["table"]))
+    console.print(compare_table(labelled(written["table"])))  # a generator as "method @ base model"
     console.print(f"table: {written['markdown']}   report: {written['report']}", highlight=False, soft_wrap=True)
 
 

@@ -44,7 +44,7 @@ from ddcore.store import atomic_save_image, atomic_write_bytes, atomic_write_jso
 # 1.2: speed_up, resolve_switch; option(..., keyed=False); Adapter.prepare_compile.
 # 1.3: option(..., keyed="if-set"); apply_step_cache, apply_token_merging; per_class_quality, feature_space;
 #      load_pipeline, Family, FAMILIES, family_of_pipeline; load_sd_pipeline(..., who=); Conditioner, FlowMatching,
-#      predict, latent_shift_and_scale (training on any family); save_memory.
+#      predict, latent_shift_and_scale (training on any family); save_memory, save_tiny_family.
 API_VERSION = (1, 3)
 
 # name -> module, imported on first use (they import torch).
@@ -80,6 +80,7 @@ _LAZY = {
     "hub_offline_mode": "ddcore.models.paths",
     "hub_cache_dir": "ddcore.models.paths",
     "save_tiny_sd": "ddcore.models.tiny",
+    "save_tiny_family": "ddcore.models.tiny",
     "tiny_sd_pipeline": "ddcore.models.tiny",
     "tiny_clip_tokenizer": "ddcore.models.tiny",
     "tiny_captioner": "ddcore.models.tiny",
@@ -124,7 +125,7 @@ __all__ = [  # every name above and in _LAZY (a test checks they match)
     # 1.3
     "apply_step_cache", "apply_token_merging", "feature_space", "per_class_quality", "load_pipeline", "Family",
     "FAMILIES", "family_of_pipeline", "Conditioner", "FlowMatching", "predict", "latent_shift_and_scale",
-    "save_memory",
+    "save_memory", "save_tiny_family",
 ]
 
 

@@ -1,7 +1,12 @@
 """The outputs of ``dd compare``: Table 1 as JSON, Markdown and CSV, and the HTML report with
 image grids per class (the paper's Figure 3), accuracy plots, the scaling studies and the
 per-class distance between synthetic and real images (Figure 4) in the classifier's
-image-feature space."""
+image-feature space.
+
+With several base models (``CompareSpec.base_models``) the table gains a ``base model`` column
+after the method ("-" for the runs that make no synthetic images and run once), and the report
+names each generator by method and base model (``datadream-dset @ tiny-sdxl``): its bars, its
+grid column, its row of the quality table, all against the same real images."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ddcore.compare import CompareSpec, PlannedRun, run_config, scaling_rows, table_rows
+from ddcore.compare import CompareSpec, PlannedRun, facet_label, run_config, scaling_rows, table_rows
 from ddcore.errors import DDError
 from ddcore.generation import load_synthetic_set
 from ddcore.plugins import Plugins
@@ -26,8 +31,9 @@ def write_compare_outputs(spec: CompareSpec, rows: list[dict[str, Any]], plugins
     plugins = plugins or Plugins()
     table = table_rows(rows)
     atomic_write_json(spec.out / "table.json", table)
-    atomic_write_text(spec.out / "table.md", table_markdown(table))
-    atomic_write_text(spec.out / "table.csv", table_csv(table))
+    markdown, csv_text = table_markdown(table), table_csv(table)
+    atomic_write_text(spec.out / "table.md", markdown)
+    atomic_write_text(spec.out / "table.csv", csv_text)
     first = _first_run(spec, rows, plugins)
     grids = synthetic_grids(rows, first.dataset.classnames)
     real = {name: [] for name in first.dataset.classnames}
@@ -36,13 +42,26 @@ def write_compare_outputs(spec: CompareSpec, rows: list[dict[str, Any]], plugins
     notes = [f"data set: {first.dataset.name} ({first.dataset.num_classes} classes), {spec.base.shots} shots, "
              f"{spec.base.images_per_class} synthetic images per class, seeds {', '.join(map(str, spec.seeds))}",
              f"runs: {len(rows)}; stages shared in {spec.out / 'store'}"]
+    if spec.faceted:
+        notes.append(f"base models: {', '.join(spec.base_models)}; the methods that make synthetic images ran "
+                     "once per base model (named 'method @ base model'), the others once for all")
     quality, note = synthetic_quality(spec, rows, first, plugins, reporter)
     if note:
         notes.append(note)
-    report = write_report(spec.out / "report", title=f"dd compare: {first.dataset.name}", table=table, grids=grids,
-                          real=real, quality=quality, scaling=scaling_rows(rows, spec), notes=notes,
+    scaling = [{**r, "method": facet_label(r)} for r in scaling_rows(rows, spec)]
+    report = write_report(spec.out / "report", title=f"dd compare: {first.dataset.name}", table=labelled(table),
+                          grids=grids, real=real, quality=quality, scaling=scaling, notes=notes,
                           per_row_images=GRID_IMAGES, training=training_curves(rows))
+    if spec.faceted:  # the report's copies of the table, with the base-model column too
+        atomic_write_text(report.parent / "table.md", markdown)
+        atomic_write_text(report.parent / "table.csv", csv_text)
     return {"table": table, "markdown": spec.out / "table.md", "report": report, "quality": quality}
+
+
+def labelled(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The table's rows with each generator named by method and base model (the HTML report's
+    and the console's tables have no base-model column of their own)."""
+    return [{**row, "method": facet_label(row)} for row in table]
 
 
 def _first_run(spec: CompareSpec, rows: list[dict[str, Any]], plugins: Plugins):
@@ -51,18 +70,19 @@ def _first_run(spec: CompareSpec, rows: list[dict[str, Any]], plugins: Plugins):
 
     row = rows[0]
     planned = PlannedRun(row["method"], row["classifier"], row["setting"], row["seed"], row["shots"],
-                         row["images_per_class"], row["study"])
+                         row["images_per_class"], row["study"], row.get("base_model"))
     run = Run(run_config(spec, planned), plugins)
     run.prepare()
     return run
 
 
 def _reference_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method that made synthetic images: its first main-matrix run (first seed)."""
+    """Per method that made synthetic images (per method and base model when there are several,
+    keyed ``method @ base model``): its first main-matrix run (first seed)."""
     chosen: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if row["synthetic"] and not row["study"] and row["method"] not in chosen:
-            chosen[row["method"]] = row
+        if row["synthetic"] and not row["study"] and facet_label(row) not in chosen:
+            chosen[facet_label(row)] = row
     return chosen
 
 
@@ -86,7 +106,7 @@ def training_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict]]:
     curves: dict[str, dict[str, dict]] = {"adapter": {}, "classifier": {}}
     seen: set[str] = set()
     for row in rows:
-        for kind, label in (("adapter", f"{row['method']} seed {row['seed']}"), ("classifier", row["name"])):
+        for kind, label in (("adapter", f"{facet_label(row)} seed {row['seed']}"), ("classifier", row["name"])):
             folder = row.get(f"{kind}_dir")
             if folder and folder not in seen:
                 seen.add(folder)
@@ -153,11 +173,17 @@ def synthetic_quality(spec: CompareSpec, rows: list[dict[str, Any]], first, plug
 
     classnames = first.dataset.classnames
     quality, sets = {}, {}
-    for method, row in references.items():
-        sets[method] = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
-        quality[method] = per_class_quality(first.dataset.train, sets[method], classnames, features)
+    for label, row in references.items():  # every set against the same real images and features
+        sets[label] = load_synthetic_set(Path(row["synthetic"])).samples(first.dataset)
+        quality[label] = per_class_quality(first.dataset.train, sets[label], classnames, features)
     note = f"feature distances: {described}, synthetic vs the train split's real images"
     if space.partition(":")[0] != "fid":  # in the fid space the "all" entry's fd already is the FID
         note += standard_fid(quality, sets, first, reporter)
-    atomic_write_json(spec.out / "quality.json", quality)
+    if spec.faceted:  # quality.json per base model, then method
+        nested: dict[str, dict[str, dict]] = {}
+        for label, row in references.items():
+            nested.setdefault(row.get("base_model") or spec.base_models[0], {})[row["method"]] = quality[label]
+        atomic_write_json(spec.out / "quality.json", nested)
+    else:
+        atomic_write_json(spec.out / "quality.json", quality)
     return quality, note

@@ -95,16 +95,38 @@ def _md_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def base_model_label(model: str) -> str:
+    """A base model as tables show it: a local folder by its last component (``/models/sd15/``
+    -> ``sd15``), a tiny model or a hub id as given."""
+    from ddcore.models.loading import looks_like_path
+
+    spec = model.strip()
+    path = Path(spec).expanduser()
+    if looks_like_path(spec) or path.is_dir():
+        return path.resolve().name or spec
+    return spec
+
+
+def _faceted(rows: list[dict]) -> bool:
+    """Rows of a matrix over several base models carry ``base_model`` (None: a run that makes
+    no synthetic images, the same for every base model)."""
+    return any("base_model" in row for row in rows)
+
+
 def table_markdown(rows: list[dict]) -> str:
-    """GitHub markdown of Table 1: group, method, classifier, mean ± std in percent (best per
+    """GitHub markdown of Table 1: group, method (and, over several base models, the base
+    model: "-" where a run does not depend on it), classifier, mean ± std in percent (best per
     group in bold), the per-seed top-1 and the classes a filter left short."""
-    header = ["setting", "method", "classifier", "training data", *(label for _, label in METRICS),
-              "per-seed top-1 (%)", "seeds", "warnings"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 3 + "---|" + "---:|" * len(METRICS) + "---|---|---|"]
+    faceted = _faceted(rows)
+    header = ["setting", "method", *(["base model"] if faceted else []), "classifier", "training data",
+              *(label for _, label in METRICS), "per-seed top-1 (%)", "seeds", "warnings"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * (4 if faceted else 3) + "---|" + "---:|" * len(METRICS) + "---|---|---|"]
     for group, members in grouped_rows(rows):
         best = {metric: best_in_group(members, metric) for metric, _ in METRICS}
         for i, row in enumerate(members):
-            cells = [group, str(row.get("method", "")), str(row.get("classifier", "")),
+            base = [base_model_label(row["base_model"]) if row.get("base_model") else "-"] if faceted else []
+            cells = [group, str(row.get("method", "")), *base, str(row.get("classifier", "")),
                      SETTING_LABELS.get(str(row.get("setting")), str(row.get("setting", "")))]
             for metric, _ in METRICS:
                 text = percent(row.get(f"{metric}_mean"), row.get(f"{metric}_std"))
@@ -123,15 +145,21 @@ CSV_COLUMNS = ("group", "setting", "method", "classifier", "top1_mean", "top1_st
 
 def table_csv(rows: list[dict]) -> str:
     """The table as CSV with the raw fractions (0..1); lists joined by spaces (seeds, per-seed
-    top-1) or semicolons (short classes)."""
+    top-1) or semicolons (short classes). Over several base models a ``base_model`` column
+    follows the method (the base model as given; empty where a run does not depend on it)."""
+    faceted = _faceted(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    columns = list(CSV_COLUMNS)
+    if faceted:
+        columns.insert(3, "base_model")
+    writer.writerow(columns)
     for group, members in grouped_rows(rows):
         for row in members:
             values = {key: _number(row.get(key)) for key in CSV_COLUMNS[4:8]}
             writer.writerow([
-                group, row.get("setting", ""), row.get("method", ""), row.get("classifier", ""),
+                group, row.get("setting", ""), row.get("method", ""),
+                *([row.get("base_model") or ""] if faceted else []), row.get("classifier", ""),
                 *("" if v is None else repr(v) for v in values.values()),
                 " ".join(str(s) for s in row.get("seeds") or []),
                 " ".join("" if _number(v) is None else repr(float(v)) for v in row.get("top1") or []),

@@ -155,3 +155,150 @@ def test_scaling_study_over_images_per_class_reuses_the_larger_set(tiny_folder, 
     points = scaling_rows(rows, spec)
     assert [(p["study"], p["x"]) for p in points] == [("images_per_class", 1), ("images_per_class", 3)]
     assert json.loads(next((spec.out / "store" / "classifier").glob("*/stage.json")).read_text())["synthetic"] in (3, 9)
+
+
+# -- the base model as an axis (--base-models) -------------------------------------------------
+
+FAMILY_MODELS = ["tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux"]
+
+
+def test_plan_runs_the_generators_per_base_model_and_the_others_once(tmp_path):
+    from ddcore.compare import run_config
+
+    base = config_for_defaults()
+    spec = CompareSpec(methods=["zero-shot", "real-finetune", "sd-txt2img"], classifiers=["clip-vitb16"], seeds=[0, 1],
+                       base=base, out=tmp_path, base_models=["tiny", "tiny-sdxl", "tiny", "org/model", "/models/sd15/"],
+                       scale_images=[1], scale_shots=[1])
+    assert spec.base_models == ["tiny", "tiny-sdxl", "org/model", "/models/sd15/"]  # each once, in order
+    runs = plan(spec, Plugins())
+    main = [r for r in runs if not r.study]
+    assert len(main) == (1 + 1 + 4 * 2) * 2  # zero-shot, real-finetune once; sd-txt2img x 4 models x 2 settings
+    assert {r.base_model for r in main if r.method in ("zero-shot", "real-finetune")} == {None}
+    generated = [r for r in main if r.method == "sd-txt2img"]
+    assert [r.base_model for r in generated if r.setting == "synthetic" and r.seed == 0] == spec.base_models
+    assert {r.name for r in generated if r.seed == 0 and r.setting == "synthetic"} == {
+        "sd-txt2img@tiny-clip-vitb16-synthetic-seed0", "sd-txt2img@tiny-sdxl-clip-vitb16-synthetic-seed0",
+        "sd-txt2img@org--model-clip-vitb16-synthetic-seed0", "sd-txt2img@sd15-clip-vitb16-synthetic-seed0"}
+    assert "zero-shot-clip-vitb16-none-seed0" in {r.name for r in main}
+    # Both scaling studies per base model for the generator, once for the others.
+    images = [r for r in runs if r.study == "images_per_class"]
+    assert sorted(r.base_model for r in images if r.seed == 0) == sorted(spec.base_models)
+    shots = [r for r in runs if r.study == "shots" and r.seed == 0]
+    assert sorted((r.method, r.base_model or "-") for r in shots) == sorted(
+        [("zero-shot", "-"), ("real-finetune", "-")] + [("sd-txt2img", m) for m in spec.base_models])
+    assert len({r.name for r in runs}) == len(runs)
+    # Each run's config has its base model; a run without a generator has the first one's.
+    configs = {r.name: run_config(spec, r).base_model for r in runs}
+    assert configs["sd-txt2img@tiny-sdxl-clip-vitb16-synthetic-seed0"] == "tiny-sdxl"
+    assert configs["sd-txt2img@sd15-clip-vitb16-real_synthetic-seed1"] == "/models/sd15/"
+    assert configs["real-finetune-clip-vitb16-real-seed0"] == "tiny"
+    # Folder names tell the models apart by their short names: two that agree are an error.
+    clash = CompareSpec(methods=["sd-txt2img"], classifiers=["clip-vitb16"], seeds=[0], base=base, out=tmp_path,
+                        base_models=["/a/sd15", "/b/sd15"])
+    with pytest.raises(ConfigError, match="same short name 'sd15'"):
+        plan(clash, Plugins())
+
+
+def test_without_base_models_the_plan_and_the_table_are_as_before(tmp_path):
+    from ddcore.compare import run_config
+    from ddcore.report import table_csv, table_markdown
+
+    base = config_for_defaults()
+    spec = CompareSpec(methods=["zero-shot", "issynth"], classifiers=["clip-vitb16"], seeds=[0], base=base, out=tmp_path)
+    assert spec.base_models == [base.base_model] and not spec.faceted
+    runs = plan(spec, Plugins())
+    assert [r.name for r in runs] == ["zero-shot-clip-vitb16-none-seed0", "issynth-clip-vitb16-synthetic-seed0",
+                                      "issynth-clip-vitb16-real_synthetic-seed0"]
+    assert {r.base_model for r in runs} == {None} and {run_config(spec, r).base_model for r in runs} == {base.base_model}
+    # One base model given with --base-models is the same as --base-model: no axis.
+    single = CompareSpec(methods=["issynth"], classifiers=["clip-vitb16"], seeds=[0], base=base, out=tmp_path,
+                         base_models=["tiny-sdxl"])
+    assert [r.name for r in plan(single, Plugins())][0] == "issynth-clip-vitb16-synthetic-seed0"
+    assert run_config(single, plan(single, Plugins())[0]).base_model == "tiny-sdxl"
+
+    def result(method, setting, seed, top1, base_model=None):
+        return {"method": method, "classifier": "clip-vitb16", "setting": setting, "seed": seed, "study": "",
+                "top1": top1, "mean_per_class": top1, "short_classes": [], "base_model": base_model}
+
+    rows = [result("zero-shot", "none", 0, 0.5), result("issynth", "synthetic", 0, 0.6),
+            result("issynth", "synthetic", 1, 0.8)]
+    table = table_rows(rows)
+    assert all("base_model" not in t for t in table)  # table.json's rows as before
+    assert table_markdown(table).splitlines()[0] == (
+        "| setting | method | classifier | training data | top-1 (%) | mean per-class (%) | per-seed top-1 (%) "
+        "| seeds | warnings |")
+    # With base models: a column after the method, "-" for the row that does not depend on one.
+    faceted = table_rows([result("zero-shot", "none", 0, 0.5), result("issynth", "synthetic", 0, 0.6, "tiny"),
+                          result("issynth", "synthetic", 0, 0.7, "/m/my|model")])
+    assert [t["base_model"] for t in faceted] == [None, "tiny", "/m/my|model"]
+    lines = table_markdown(faceted).splitlines()
+    assert lines[0].startswith("| setting | method | base model | classifier | training data |")
+    assert lines[1].count("|") == lines[0].count("|") == lines[2].count("|") - lines[2].count("\\|")
+    assert [line.split(" | ")[2] for line in lines[2:]] == ["-", "tiny", "my\\|model"]
+    assert "| **70.0 ± 0.0** |" in lines[4]  # the best of its group, bold as before
+    csv_lines = table_csv(faceted).splitlines()
+    assert csv_lines[0].startswith("group,setting,method,base_model,classifier,")
+    assert csv_lines[1].split(",")[3] == "" and csv_lines[2].split(",")[3] == "tiny"
+
+
+def test_an_unsupported_method_and_base_model_pair_is_refused_before_any_run(tiny_folder, tmp_path, run_dd):
+    out = tmp_path / "cmp"
+    result = run_dd("compare", "--methods", "real-finetune,diffusion-inversion,varireal,sd-txt2img",
+                    "--base-models", "tiny,tiny-sdxl,tiny-flux", "--classifiers", "clip-vitb16", "--seeds", "0",
+                    "--out", str(out), "-q", "--data", str(tiny_folder), *FAST)
+    assert result.returncode == 1, result.stderr
+    error = " ".join(result.stderr.split())
+    assert error.startswith("error: dd compare: 4 (method, base model) pairs cannot run:"), error
+    for method in ("diffusion-inversion", "varireal"):
+        for model in ("tiny-sdxl", "tiny-flux"):
+            assert f"{method} with {model} (" in error
+    assert "varireal with tiny-sdxl (SDXL; its generator works with Stable Diffusion 1.x/2.x only)" in error
+    assert "with tiny (" not in error and "sd-txt2img with" not in error  # SD and every-family pairs are fine
+    assert not out.exists()  # nothing ran: no run folder, no store
+
+
+@pytest.mark.slow
+def test_dd_compare_over_base_models_of_every_family(tiny_folder, tmp_path, run_dd):
+    out = tmp_path / "families"
+    generators = ["sd-txt2img", "datadream-dset"]
+    result = run_dd("compare", "--methods", "zero-shot,real-finetune," + ",".join(generators),
+                    "--base-models", ",".join(FAMILY_MODELS), "--classifiers", "clip-vitb16", "--seeds", "0",
+                    "--settings", "synthetic", "--out", str(out), "-q", "--data", str(tiny_folder), *FAST,
+                    *FAST_ADAPTER, env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    expected = [("zero-shot", None), ("real-finetune", None)] + [(g, m) for g in generators for m in FAMILY_MODELS]
+    table = json.loads((out / "table.json").read_text())
+    assert sorted((t["method"], t["base_model"] or "-") for t in table) == sorted(
+        (method, model or "-") for method, model in expected)  # a row per generator and base model, others once
+    assert all(t["seeds"] == [0] and 0 <= t["top1_mean"] <= 1 for t in table)
+    lines = (out / "table.md").read_text().splitlines()
+    assert lines[0].startswith("| setting | method | base model | classifier | training data |")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert sorted((c[1], c[2]) for c in cells) == sorted((method, model or "-") for method, model in expected)
+    shown = {(c[1], c[2]): c for c in cells}
+    for t in table:  # the markdown shows table.json's numbers
+        assert shown[t["method"], t["base_model"] or "-"][5].strip("*").startswith(f"{100 * t['top1_mean']:.1f} ±")
+    assert (out / "table.csv").read_text().startswith("group,setting,method,base_model,classifier,")
+    # A run folder per generating run and base model, the others once; stages per base model.
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        ["zero-shot-clip-vitb16-none-seed0", "real-finetune-clip-vitb16-real-seed0"]
+        + [f"{g}@{m}-clip-vitb16-synthetic-seed0" for g in generators for m in FAMILY_MODELS])
+    for model in FAMILY_MODELS:
+        run = json.loads((out / "runs" / f"datadream-dset@{model}-clip-vitb16-synthetic-seed0" / "run.json").read_text())
+        assert run["config"]["base_model"] == model
+    assert len(_folders(out, "adapter")) == 4  # a DataDream adapter per base model
+    assert len(_folders(out, "synthetic")) == 2 * 4 and len(_folders(out, "classifier")) == 2 + 2 * 4
+    compare = json.loads((out / "compare.json").read_text())
+    assert compare["base_models"] == FAMILY_MODELS and len(compare["runs"]) == len(expected)
+    # Set quality per base model, then generator; every set against the same real images.
+    quality = json.loads((out / "quality.json").read_text())
+    assert sorted(quality) == sorted(FAMILY_MODELS) and all(set(q) == set(generators) for q in quality.values())
+    measured = [q[g]["all"] for q in quality.values() for g in generators]
+    assert len({m["n_real"] for m in measured}) == 1 and all(m["fd"] is not None for m in measured)
+    page = (out / "report" / "index.html").read_text()
+    for generator in generators:
+        for model in FAMILY_MODELS:  # its table row, its grid column, its quality row
+            assert page.count(f"{generator} @ {model}<") >= 3
+    assert "base models: tiny, tiny-sdxl, tiny-sd3, tiny-flux" in page
+    assert (out / "report" / "table.md").read_text() == (out / "table.md").read_text()
+    assert "datadream-dset @ tiny-flux" in result.stdout and "real-finetune " in result.stdout  # the console table
