@@ -146,3 +146,17 @@ def test_disef_captions_img2img_and_clip_filter_run_on_another_family(tiny_folde
                         "--set", "prompt_builder.max_new_tokens=4", "--set", "filter.model=tiny",
                         "--set", "filter.max_attempts_per_class=3")
     assert made.items and all(row["family"] == model.removeprefix("tiny-") and row["source"] for row in made.items)
+
+
+@pytest.mark.parametrize("flag, says", [("generator.step_cache=3", "step_cache works on U-Net models"),
+                                        ("generator.negative_prompt=blurry", "FLUX.1 has no negative branch")])
+def test_a_generator_option_the_family_cannot_take_is_refused_in_one_line(tiny_folder, tmp_path, flag, says):
+    from ddcore.api import Run
+
+    from conftest import config_for
+
+    run = Run(config_for(tiny_folder, tmp_path / "r", "--method", "sd-txt2img", "--base-model", "tiny-flux",
+                         "--set", flag))
+    run.prepare()
+    with pytest.raises(ConfigError, match=says):
+        run.generate()

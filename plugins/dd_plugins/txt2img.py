@@ -1,4 +1,5 @@
-"""Generator ``txt2img``: a diffusers Stable Diffusion pipeline, one seed per image.
+"""Generator ``txt2img``: the base model's diffusers text-to-image pipeline (any family: SD,
+SDXL, SD3, FLUX; ddcore/models/families.py), one seed per image.
 
 Every image gets its own ``torch.Generator`` seeded with the item's seed, created on the CPU,
 so an image does not depend on its batch, and a CPU and a GPU draw the same initial noise.
@@ -14,7 +15,7 @@ from .prompt_embeddings import PromptEmbeddings
 
 
 class Txt2Img(Generator):
-    """Stable Diffusion text-to-image with the prompt builder's prompts."""
+    """Text-to-image with the prompt builder's prompts."""
 
     @dataclass
     class Options:
@@ -28,7 +29,7 @@ class Txt2Img(Generator):
         channels_last: str = option("auto", "channels-last U-Net and VAE: auto (on a GPU), on or off", keyed=False)
         fuse_qkv: str = option("auto", "fused q/k/v projections: auto (on a GPU without a LoRA adapter), on or off",
                                keyed=False)
-        compile: str = option("off", "torch.compile the U-Net: on or off (the first batch pays the compile)",
+        compile: str = option("off", "torch.compile the denoiser: on or off (the first batch pays the compile)",
                               keyed=False)
         offload: str = option("auto", "model CPU offload, components on the GPU only while they run (less memory, "
                                       "slower): auto (on when the GPU has less memory than the family needs "
@@ -89,12 +90,17 @@ class Txt2Img(Generator):
             context.reporter.log(f"generator speed-ups: {', '.join(levers)} (attention: {self.speedups['attention']})")
 
     def take_shortcuts(self) -> None:
+        """The family checks of the options that need a U-Net or a negative branch, and the step cache."""
         from ddcore.api import ConfigError, apply_step_cache
 
+        family = self.base.dd_family
+        if self.options.negative_prompt and not family.negative_prompts:
+            raise ConfigError(f"generator.negative_prompt: {family.title} has no negative branch (its guidance is "
+                              "distilled into the model); leave it empty")
         used = [name for name in ("step_cache", "token_merging") if getattr(self.options, name)]
-        if used and self.base.dd_family.denoiser != "unet":
+        if used and family.denoiser != "unet":
             raise ConfigError(f"generator.{used[0]} works on U-Net models (SD 1.x/2.x, SDXL), not on this "
-                              f"{self.base.dd_family.title} transformer; leave it at 0")
+                              f"{family.title} transformer; leave it at 0")
         self.step_cache = None
         if self.options.step_cache:
             self.step_cache, _ = apply_step_cache(self.base.unet, self.options.step_cache)
