@@ -157,6 +157,11 @@ class Plain:
         self.params = [p for m in (self.unet, self.text_encoder) for p in m.parameters() if p.requires_grad]
         for p in self.params:  # cast_training_params: trainable LoRA weights in fp32
             p.data = p.data.float()
+        self.loader, _ = self._loader(data, prompts, tokenizer)
+
+    def _loader(self, data: Path, prompts: dict[int, str], tokenizer):
+        """The script's DataLoader over the shots, and each shot's prompt."""
+        args = self.args
         classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
         paths, texts = [], []
         for label, name in enumerate(classes):
@@ -166,8 +171,8 @@ class Plain:
         dataset = DreamBoothDataset(paths, texts, tokenizer, args.resolution)
         # drop_last: every step gets a full batch, as ours does (it fills an epoch's last batch up),
         # so both sides do the same work per step whatever the shot count.
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=min(args.batch, len(dataset)), shuffle=True,
-                                                  collate_fn=collate, num_workers=0, drop_last=True)
+        return torch.utils.data.DataLoader(dataset, batch_size=min(args.batch, len(dataset)), shuffle=True,
+                                           collate_fn=collate, num_workers=0, drop_last=True), texts
 
     def _batches(self):
         while True:  # epochs, reshuffled each time, as the example's DataLoader loop
@@ -247,17 +252,7 @@ class PlainFamily(Plain):
             self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         else:
             self.flow = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
-        classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
-        paths, texts = [], []
-        for label, name in enumerate(classes):
-            for path in sorted((data / "train" / name).glob("*.png"))[: args.shots]:
-                paths.append(path)
-                texts.append(prompts[label])
-        self.texts = dict(zip(map(str, paths), texts))
-        dataset = DreamBoothDataset(paths, texts, pipe.tokenizer, args.resolution)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=min(args.batch, len(dataset)), shuffle=True,
-                                                  collate_fn=collate, num_workers=0, drop_last=True)
-        self.prompts = texts
+        self.loader, self.prompts = self._loader(data, prompts, pipe.tokenizer)
 
     def _loss(self, pixel_values: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         pipe, vae = self.pipe, self.pipe.vae
