@@ -264,4 +264,4 @@ def test_dd_plugins_name_shows_every_option_with_its_description_in_80_columns()
     table.print(plugins_table(plugins, 80))
     listing = table.export_text()
     assert all(len(line) <= 80 for line in listing.splitlines())
-    assert "Stable Diffusion text-to-image with the" in listing  # several words per line
+    assert "Text-to-image with the prompt" in listing  # several words per line
