@@ -93,8 +93,8 @@ def base_model_family(model: str) -> str | None:
     """The family of ``model`` from its ``model_index.json`` alone (no weights; a hub id reads
     the one file, from the cache when offline). ``None`` when that file cannot be had: then
     loading the model says why."""
-    from .loading import load_errors, looks_like_path
-    from .paths import hub_cache_dir, hub_offline, hub_offline_mode
+    from .loading import hub_load_kwargs, load_errors, looks_like_path
+    from .paths import hub_offline_mode
 
     spec = model.strip()
     if spec in TINY_MODELS:
@@ -105,9 +105,8 @@ def base_model_family(model: str) -> str | None:
     try:
         if folder.is_dir() or looks_like_path(spec):
             return family_of(diffusers.DiffusionPipeline.load_config(str(folder), local_files_only=True))
-        kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_cache_dir() else {}
         with hub_offline_mode():
-            return family_of(diffusers.DiffusionPipeline.load_config(spec, local_files_only=hub_offline(), **kwargs))
+            return family_of(diffusers.DiffusionPipeline.load_config(spec, **hub_load_kwargs()))
     except load_errors():
         return None
 

@@ -42,6 +42,15 @@ def model_identity(model: str) -> str:
     return model
 
 
+def hub_load_kwargs() -> dict[str, Any]:
+    """The ``from_pretrained`` / ``load_config`` arguments of a hub id: the cache folder
+    (``HF_HUB_CACHE`` / ``HF_HOME``) and, offline (``HF_HUB_OFFLINE``), cached files only."""
+    kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_cache_dir() else {}
+    if hub_offline():
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
 def short_reason(exc: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, at most ``limit`` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -105,9 +114,7 @@ def _load(spec: str, *, what: str, use: str, load: Callable[..., Any], tiny: Cal
     if looks_like_path(spec):
         raise ModelNotFoundError(f"cannot load {what} '{spec}': no such folder ({identity}); pass an existing model "
                                  f"folder or a Hugging Face hub id as {use.replace('DIR', '...')}")
-    kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_cache_dir() else {}
-    if hub_offline():
-        kwargs["local_files_only"] = True
+    kwargs = hub_load_kwargs()
     try:
         with hub_offline_mode():
             return load(spec, **kwargs), identity
