@@ -107,14 +107,60 @@ FAST_ADAPTER = ["--set", "adapter.max_steps=4", "--set", "adapter.batch_size=4",
 
 
 def dd(*args: str, env: dict | None = None, cwd: Path | None = None, script: str = "dd") -> subprocess.CompletedProcess:
-    """Run the installed ``dd`` console script (or ``datadream``) in a subprocess."""
+    """Run the installed ``dd`` console script (or ``datadream``) in a subprocess: for what only a
+    process shows (entry points, signals, a plugin on a new PYTHONPATH, --debug's traceback)."""
     exe = Path(sys.executable).parent / script
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
                           cwd=cwd, timeout=600)
 
 
+def dd_here(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``dd`` in this process: the real ``main()`` (Typer parsing, error lines, exit codes),
+    with stdout and stderr captured. A subprocess would import torch, diffusers and open_clip again
+    (about 9 s on 2 cores) for every command. ``main()`` adds the plugins' commands to the Typer
+    app and caches the plugins, so both are put back afterwards."""
+    import io
+
+    from dd_cli import app as cli
+
+    commands, groups, plugins = list(cli.app.registered_commands), list(cli.app.registered_groups), cli._plugins
+    widths = [(console, console._width) for console in (cli.console, cli.err_console)]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv, here, environ = sys.argv, os.getcwd(), dict(os.environ)
+    sys.argv = ["dd", *args]
+    try:
+        os.environ.update(env or {})
+        if "COLUMNS" in (env or {}):  # rich reads COLUMNS when a Console is made: these were made at import
+            for console, _ in widths:
+                console.width = int(env["COLUMNS"])
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        for console, width in widths:
+            console._width = width
+        cli.app.registered_commands[:], cli.app.registered_groups[:], cli._plugins = commands, groups, plugins
+    return subprocess.CompletedProcess(["dd", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
 @pytest.fixture
 def run_dd():
+    """``dd`` in this process (see ``dd_here``); use ``dd`` itself where a process is the point."""
+    return dd_here
+
+
+@pytest.fixture
+def dd_process():
+    """``dd`` in a subprocess (see ``dd``)."""
     return dd
 
 

@@ -108,9 +108,9 @@ def test_the_offline_demo_runs_with_no_arguments(tmp_path, run_dd):
 
 
 @pytest.mark.slow
-def test_console_scripts_and_module_entry_point(run_dd):
+def test_console_scripts_and_module_entry_point(dd_process):
     for script in ("dd", "datadream"):
-        result = run_dd("--help", script=script)
+        result = dd_process("--help", script=script)
         assert result.returncode == 0 and "run" in result.stdout
     module = subprocess.run([sys.executable, "-m", "ddcore", "plugins", "--json"], capture_output=True, text=True)
     assert module.returncode == 0 and json.loads(module.stdout)
@@ -209,8 +209,8 @@ def test_unreachable_models_say_how_to_use_a_local_copy(tiny_folder, tmp_path, r
 
 
 @pytest.mark.slow
-def test_debug_shows_the_traceback(tmp_path, run_dd):
-    result = run_dd("--debug", "run", "--data", str(tmp_path / "missing"))
+def test_debug_shows_the_traceback(tmp_path, dd_process):
+    result = dd_process("--debug", "run", "--data", str(tmp_path / "missing"))
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 

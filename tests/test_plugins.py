@@ -199,7 +199,7 @@ def test_dd_plugins_json_lists_every_builtin(run_dd):
 
 
 @pytest.mark.slow
-def test_plugin_commands_and_broken_plugins_through_the_cli(tmp_path, run_dd):
+def test_plugin_commands_and_broken_plugins_through_the_cli(tmp_path, dd_process):
     fake_distribution(
         tmp_path,
         "dd-hello",
@@ -218,15 +218,15 @@ def test_plugin_commands_and_broken_plugins_through_the_cli(tmp_path, run_dd):
         {"hello": "dd_hello", "hello-broken": "dd_hello_broken"},
     )
     env = {"PYTHONPATH": str(tmp_path), "DD_BUILTIN_PLUGINS_ONLY": "0"}
-    result = run_dd("hello", "--name", "plugins", env=env)
+    result = dd_process("hello", "--name", "plugins", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hello plugins"
     assert "plugin 'hello-broken' (dd-hello) failed to load" in result.stderr
-    listing = run_dd("plugins", "--json", env=env)
+    listing = dd_process("plugins", "--json", env=env)
     rows = json.loads(listing.stdout)
     assert {"kind": "plugin", "name": "hello-broken", "status": "broken"}.items() <= next(
         r for r in rows if r["name"] == "hello-broken").items()
-    disabled = run_dd("plugins", "--json", env={**env, "DD_DISABLE_PLUGINS": "hello-broken"})
+    disabled = dd_process("plugins", "--json", env={**env, "DD_DISABLE_PLUGINS": "hello-broken"})
     assert "failed to load" not in disabled.stderr
     assert any(r["name"] == "hello-broken" and r["status"] == "disabled" for r in json.loads(disabled.stdout))
 

@@ -15,7 +15,7 @@ from ddcore.api import Reporter, StageError, TrainLog, load_state, read_train_lo
 from ddcore.errors import ConfigError
 from ddcore.train_log import log_path
 
-from conftest import FAST, FAST_ADAPTER, dd
+from conftest import FAST, FAST_ADAPTER, dd_here
 
 
 def _reporter(interval: float) -> tuple[Reporter, io.StringIO]:
@@ -213,14 +213,14 @@ def test_unknown_and_missing_trackers_fail_in_one_line(tiny_folder, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_a_run_logs_every_training_step_to_files_progress_lines_and_tensorboard(tiny_folder, tmp_path):
+def test_a_run_logs_every_training_step_to_files_progress_lines_and_tensorboard(tiny_folder, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    result = dd("run", "--data", str(tiny_folder), "--out", str(out), "--method", "datadream-dset", *FAST,
-                *FAST_ADAPTER, "--set", "classifier.epochs=2", "--log-with", "tensorboard",
-                env={"DD_PROGRESS_INTERVAL": "0"})
+    monkeypatch.setenv("DD_PROGRESS_INTERVAL", "0")
+    result = dd_here("run", "--data", str(tiny_folder), "--out", str(out), "--method", "datadream-dset", *FAST,
+                     *FAST_ADAPTER, "--set", "classifier.epochs=2", "--log-with", "tensorboard")
     assert result.returncode == 0, result.stderr[-2000:]
     adapter = train_logs(next(out.glob("adapter/*")))[None]
     classifier = train_logs(next(out.glob("classifier/*")))[None]
@@ -238,7 +238,7 @@ def test_a_run_logs_every_training_step_to_files_progress_lines_and_tensorboard(
     assert [e.value for e in events.Scalars("adapter/loss")] == pytest.approx([e["loss"] for e in adapter])
     assert sorted(t for t in tags["images"]) == ["samples/blue stripes", "samples/green circle", "samples/red square"]
     # dd report: the run's page with its result and the two stages' curves.
-    report = dd("report", str(out))
+    report = dd_here("report", str(out))
     assert report.returncode == 0, report.stderr
     page = (out / "report" / "index.html").read_text()
     assert (out / "report" / "training.png").is_file() and page.count("<tr><td>") >= 2
