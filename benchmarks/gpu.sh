@@ -5,7 +5,7 @@
 # for docs/performance.md.
 #
 #   bash benchmarks/gpu.sh [--out DIR] [--python PY]   # on a GPU machine
-#   bash benchmarks/gpu.sh --smoke --out DIR           # the same scripts, tiny model, CPU, seconds
+#   bash benchmarks/gpu.sh --smoke --out DIR           # the same scripts, tiny model, CPU, one process
 #
 # --smoke is what the test suite runs (tests/test_benchmarks.py): every script and flag used
 # here must keep working on the CPU with the tiny model.
@@ -49,8 +49,15 @@ else
     COMPILE=(--set generator.compile=on)
 fi
 
+# --smoke queues the commands and runs them in one Python process (benchmarks/run_scripts.py):
+# every script and flag is the same, without paying torch's imports six times.
+QUEUE=()
 run() {
     local name=$1; shift
+    if [ "$SMOKE" = 1 ]; then
+        QUEUE+=("$(printf '%q ' "$@")--out $(printf '%q' "$OUT/$name.json")")
+        return
+    fi
     echo "== $name: $*"
     local start=$SECONDS
     "$PY" "$@" --out "$OUT/$name.json"
@@ -68,4 +75,7 @@ run cls_adapter_swap benchmarks/cls_adapter_swap.py "${COMMON[@]}" "${SWAP[@]}"
 run shortcuts benchmarks/shortcuts.py "${COMMON[@]}" "${SHORTCUTS[@]}"
 run inversion benchmarks/inversion.py "${COMMON[@]}" "${INVERSION[@]}"
 run classifier benchmarks/classifier.py "${CLASSIFIER[@]}"
+if [ "$SMOKE" = 1 ]; then
+    printf '%s\n' "${QUEUE[@]}" | "$PY" benchmarks/run_scripts.py
+fi
 echo "results in $OUT"
