@@ -68,3 +68,120 @@ def test_dd_run_with_a_local_diffusers_folder_and_open_clip_local_dir(tiny_folde
     info = json.loads(next(out.glob("classifier/*/classifier.json")).read_text())
     assert info["model"] == f"local-dir:{clip}"
     assert json.loads((out / "metrics.json").read_text())["num_test"] == 12
+
+
+# -- the other families: folders built the way diffusers' own pipeline tests build theirs -------
+
+def t5_tokenizer(dest: Path):
+    """A real ``T5Tokenizer`` (Unigram, as T5's is; there is no offline SentencePiece model), saved
+    and loaded back, as a checkpoint's tokenizer_3 / tokenizer_2 is."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import AutoTokenizer, T5TokenizerFast
+
+    words = "a photo of the red square green circle blue stripes".split()
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    vocab += [("▁" + w, -2.0) for w in words] + [(c, -8.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=2))
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    T5TokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                    extra_ids=0).save_pretrained(str(dest))
+    return AutoTokenizer.from_pretrained(str(dest)), len(vocab)
+
+
+def write_family_folder(family: str, dest: Path) -> Path:
+    """SDXL, SD3 or FLUX with the component configs of diffusers' own pipeline tests
+    (``get_dummy_components``; their CLIP vocabulary is CLIP's here, as the tokenizer is), unlike
+    the project's tiny models, saved with plain ``save_pretrained``."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5Config, \
+        T5EncoderModel
+
+    from ddcore.models.tiny import clip_bpe_tokenizer_files
+
+    torch.manual_seed(5)
+    files = clip_bpe_tokenizer_files(dest.parent / "tokenizer-files")
+    clip_tokenizer = CLIPTokenizer(str(files / "vocab.json"), str(files / "merges.txt"), model_max_length=77)
+    clip = CLIPTextConfig(bos_token_id=49406, eos_token_id=49407, hidden_size=32, intermediate_size=37,
+                          layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5, pad_token_id=1,
+                          vocab_size=49408, hidden_act="gelu", projection_dim=32)
+    flow_vae = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                    norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
+                    scaling_factor=1.5035)
+    if family == "sdxl":
+        unet = diffusers.UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+            cross_attention_dim=64)
+        vae = diffusers.AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                                      down_block_types=["DownEncoderBlock2D"] * 2,
+                                      up_block_types=["UpDecoderBlock2D"] * 2, sample_size=128)
+        scheduler = diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                                     beta_schedule="scaled_linear", timestep_spacing="leading")
+        pipe = diffusers.StableDiffusionXLPipeline(
+            unet=unet, vae=vae, scheduler=scheduler, text_encoder=CLIPTextModel(clip), tokenizer=clip_tokenizer,
+            text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=clip_tokenizer)
+    else:
+        tokenizer, vocab_size = t5_tokenizer(dest.parent / "t5-tokenizer")
+        t5 = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                                     relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))
+        if family == "sd3":
+            transformer = diffusers.SD3Transformer2DModel(
+                sample_size=32, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+                caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+            pipe = diffusers.StableDiffusion3Pipeline(
+                transformer=transformer, vae=diffusers.AutoencoderKL(latent_channels=4, **flow_vae),
+                scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+                text_encoder=CLIPTextModelWithProjection(clip), tokenizer=clip_tokenizer,
+                text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=clip_tokenizer,
+                text_encoder_3=t5, tokenizer_3=tokenizer)
+        else:
+            transformer = diffusers.FluxTransformer2DModel(
+                patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
+            pipe = diffusers.FluxPipeline(
+                transformer=transformer, vae=diffusers.AutoencoderKL(latent_channels=1, **flow_vae),
+                scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), text_encoder=CLIPTextModel(clip),
+                tokenizer=clip_tokenizer, text_encoder_2=t5, tokenizer_2=tokenizer)
+    pipe.save_pretrained(str(dest))
+    return dest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_dd_run_on_a_diffusers_folder_of_each_family(tiny_folder, tmp_path, run_dd, family):
+    """The whole DataDream run (adapter, set, classifier) on a checkpoint the project did not make;
+    its LoRA loads in plain diffusers and makes the set's images."""
+    import diffusers
+    import numpy as np
+    from PIL import Image
+
+    from ddcore.api import FAMILIES
+
+    base = write_family_folder(family, tmp_path / f"my-{family}")
+    out = tmp_path / "run"
+    result = run_dd("run", "--data", str(tiny_folder), "--out", str(out), *FAST, *FAST_ADAPTER,
+                    "--set", "adapter.lr=1e-2", "--base-model", str(base))
+    assert result.returncode == 0, result.stderr
+    synthetic = next(out.glob("synthetic/*"))
+    rows = [json.loads(line) for line in (synthetic / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and rows[0]["family"] == family and rows[0]["base_model"] == str(base.resolve())
+    assert json.loads((out / "metrics.json").read_text())["num_test"] == 12
+    known = FAMILIES[family]
+    pipe = getattr(diffusers, known.text_to_image).from_pretrained(str(base), **known.init_arguments(loading=True))
+
+    def plain(row):
+        return pipe(prompt=row["prompt"], generator=torch.Generator().manual_seed(row["seed"]),
+                    num_inference_steps=row["steps"], guidance_scale=row["guidance"], height=32, width=32,
+                    output_type="np").images[0]
+
+    def ours(row):
+        return np.asarray(Image.open(synthetic / row["file_name"]), dtype=np.float64) / 255
+
+    without_lora = plain(rows[0])
+    pipe.load_lora_weights(str(next(out.glob("adapter/*")) / "dataset"), weight_name="pytorch_lora_weights.safetensors")
+    assert np.abs(ours(rows[0]) - without_lora).mean() > 2 / 255  # the trained LoRA is in the set's images
+    for row in rows[:2]:
+        assert np.abs(ours(row) - plain(row)).mean() < 1 / 255, row["file_name"]
