@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from ddcore.api import FAMILIES, ConfigError
 from ddcore.models.speedups import offload_by_default
@@ -60,3 +61,44 @@ def test_gradient_checkpointing_takes_auto_on_off_and_the_old_true_false(value, 
     run = Run(config_for(tiny_folder, tmp_path / "r", "--method", "datadream-dset", "--set",
                          f"adapter.gradient_checkpointing={value}"))
     assert run.stages["adapter"].options.gradient_checkpointing == resolved
+
+
+@pytest.mark.parametrize("base, train_text_encoder", [("tiny", "false"), ("tiny-sd3", "true"),
+                                                      ("tiny-flux", "false")])
+def test_training_steps_never_run_the_frozen_modules_offload_frozen_moves(tiny_folder, tmp_path, monkeypatch, base,
+                                                                            train_text_encoder):
+    """adapter.offload_frozen moves the VAE, T5 and frozen CLIP encoders off the GPU after setup:
+    no training step may need them again (every prompt's frozen embedding is cached up front)."""
+    from dd_plugins.datadream import DATASET_GROUP, Group
+    from dd_plugins.datadream_training import LoraTrainer
+
+    from ddcore.api import Run
+
+    run = Run(config_for(tiny_folder, tmp_path / "r", "--method", "datadream-dset", "--base-model", base,
+                         "--set", f"adapter.train_text_encoder={train_text_encoder}",
+                         "--set", "adapter.offload_frozen=on", "--set", "adapter.checkpoint_every=1000"))
+    run.prepare()
+    run._build_prompts()
+    trainer = LoraTrainer(run.stages["adapter"].options, run.context, tmp_path / "adapter")
+    family = trainer.family
+    frozen = [trainer.vae, *family.frozen_modules(trainer.pipe)]
+    if train_text_encoder == "false":
+        frozen += list(trainer.text_encoders.values())
+    assert len(frozen) == {"tiny": 2, "tiny-sd3": 2, "tiny-flux": 3}[base]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a frozen module ran during training")
+
+    for module in frozen:
+        monkeypatch.setattr(module, "forward", refuse)
+    monkeypatch.setattr(trainer.vae, "encode", refuse)
+    before = [p.detach().clone() for p in trainer.params]
+    trainer.train(Group(DATASET_GROUP, list(range(len(run.context.shots))), 3))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.params))
+
+
+def test_a_bad_offload_frozen_is_refused_when_the_run_is_configured(tiny_folder, tmp_path):
+    from ddcore.api import Run
+
+    with pytest.raises(ConfigError, match="adapter.offload_frozen must be auto, on or off, not 'yes'"):
+        Run(config_for(tiny_folder, tmp_path / "r", "--method", "datadream-dset", "--set", "adapter.offload_frozen=yes"))

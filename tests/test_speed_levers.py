@@ -146,8 +146,11 @@ def test_a_frozen_text_encoder_encodes_each_prompt_once(tiny_folder, tmp_path, m
 
 
 @pytest.mark.slow
-def test_a_compiled_unet_swaps_per_class_adapters_without_recompiling(tiny_folder, tmp_path, monkeypatch,
-                                                                      compile_without_codegen):
+@pytest.mark.parametrize("base", ["tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux"])
+def test_a_compiled_denoiser_swaps_per_class_adapters_without_recompiling(tiny_folder, tmp_path, monkeypatch,
+                                                                          compile_without_codegen, base):
+    """On every family: the same images as the uncompiled per-class loading, the denoiser's LoRA
+    hotswapped (no recompile) and every CLIP encoder's (SDXL and SD3 have two) reloaded."""
     import shutil
 
     import torch._dynamo
@@ -159,7 +162,8 @@ def test_a_compiled_unet_swaps_per_class_adapters_without_recompiling(tiny_folde
     def cls_run(name: str, *extra: str):
         run = Run(config_for(tiny_folder, tmp_path / name, "--method", "datadream-cls", "--set",
                              "adapter.max_steps=3", "--set", "adapter.warmup_steps=1", "--set", "adapter.batch_size=2",
-                             *extra, store=str(tmp_path / name / "store")))
+                             "--set", "adapter.lr=1e-2", "--base-model", base, *extra,
+                             store=str(tmp_path / name / "store")))
         run.prepare()
         return run
 
@@ -170,8 +174,8 @@ def test_a_compiled_unet_swaps_per_class_adapters_without_recompiling(tiny_folde
     # The same trained adapters (the speed option is in no key), without training them again.
     shutil.copytree(adapter_dir, compiled.stage_folders()["adapter"])
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # a recompile fails the test
-    images = synthetic_arrays(compiled)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a recompile fails the test
+        images = synthetic_arrays(compiled)
     assert compiled.stages["generator"].speedups["compile"] is True
     assert reference.keys() == images.keys() and len({name.split("/")[0] for name in images}) == 3
     differences = [np.abs(images[name] - reference[name]).mean() for name in reference]

@@ -83,6 +83,9 @@ class DataDreamAdapter(Adapter):
                                                     "the backward pass (less memory, slower steps): auto (on for "
                                                     "SDXL, SD3 and FLUX on a GPU), on or off", keyed=False)
         fused_adamw: str = option("auto", "torch's fused AdamW kernel: auto (on a GPU), on or off", keyed=False)
+        offload_frozen: str = option("auto", "once every prompt's frozen embedding and the shots' latents are "
+                                             "cached, move what training no longer runs (T5, the VAE, frozen "
+                                             "text encoders) to the CPU: auto (on a GPU), on or off", keyed=False)
         compile: str = option("off", "torch.compile the U-Net: on or off (the first steps pay the compile)",
                               keyed=False)
 
@@ -92,9 +95,9 @@ class DataDreamAdapter(Adapter):
             # true/false: the values of this option before it had an automatic default
             self.gradient_checkpointing = {"true": "on", "false": "off", True: "on", False: "off"}.get(
                 self.gradient_checkpointing, self.gradient_checkpointing)
-            if self.gradient_checkpointing not in ("auto", "on", "off"):
-                raise ConfigError(f"adapter.gradient_checkpointing must be auto, on or off, not "
-                                  f"{self.gradient_checkpointing!r}")
+            for name in ("gradient_checkpointing", "offload_frozen"):
+                if getattr(self, name) not in ("auto", "on", "off"):
+                    raise ConfigError(f"adapter.{name} must be auto, on or off, not {getattr(self, name)!r}")
             if self.optimizer not in ("adamw", "adamw8bit"):
                 raise ConfigError(f"adapter.optimizer must be adamw or adamw8bit, not {self.optimizer!r}")
             if self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
@@ -189,9 +192,6 @@ class DataDreamAdapter(Adapter):
             self._load(pipe, adapter_dir / DATASET_GROUP, what="the data-set adapter")
 
     def prepare_compile(self, pipe: Any) -> None:
-        if self.per_class and pipe.dd_family.denoiser != "unet":
-            raise ConfigError(f"generator.compile=on with per-class adapters swaps LoRA weights into a compiled "
-                              f"U-Net; the {pipe.dd_family.title} transformer cannot yet: set generator.compile=off")
         if self.per_class:
             self.select(pipe, 0)
             self._in_place = True
@@ -223,19 +223,44 @@ class DataDreamAdapter(Adapter):
         pipe.load_lora_weights(str(folder), weight_name=WEIGHTS, adapter_name=ADAPTER_NAME)
 
     def _swap_in_place(self, pipe: Any, folder: Path, what: str) -> None:
-        """The U-Net's LoRA weights replaced in the loaded layers (diffusers' hotswap: the
-        compiled graph stays valid); the text encoder, not compiled, reloads its layers
-        (diffusers cannot hotswap a text encoder)."""
+        """The denoiser's LoRA weights replaced in the loaded layers (diffusers' hotswap: the
+        compiled graph stays valid), on a U-Net or a transformer; each CLIP text encoder, not
+        compiled, reloads its layers (diffusers cannot hotswap a text encoder)."""
+        import inspect
+
         from diffusers.utils.peft_utils import delete_adapter_layers
 
         self._check(pipe, folder, what)
-        state, alphas = pipe.lora_state_dict(str(folder), weight_name=WEIGHTS)
-        pipe.load_lora_into_unet(state, alphas, unet=pipe.unet, adapter_name=ADAPTER_NAME, _pipeline=pipe,
-                                 hotswap=True)
-        if any(key.startswith("text_encoder.") for key in state):
-            delete_adapter_layers(pipe.text_encoder, ADAPTER_NAME)
-            pipe.load_lora_into_text_encoder(state, alphas, text_encoder=pipe.text_encoder, adapter_name=ADAPTER_NAME,
-                                             lora_scale=pipe.lora_scale, _pipeline=pipe)
+        family = pipe.dd_family
+        found = pipe.lora_state_dict(str(folder), weight_name=WEIGHTS)  # SD, SDXL: with the network alphas
+        state, alphas = found if isinstance(found, tuple) else (found, None)
+        common = {"network_alphas": alphas, "adapter_name": ADAPTER_NAME, "metadata": _lora_metadata(folder / WEIGHTS),
+                  "_pipeline": pipe}
+
+        def load(method, **arguments) -> None:  # the families' loaders take different arguments
+            accepted = inspect.signature(method).parameters
+            method(state, **{k: v for k, v in {**common, **arguments}.items() if k in accepted})
+
+        denoiser = getattr(pipe, family.denoiser)
+        if family.denoiser == "unet":
+            load(pipe.load_lora_into_unet, unet=denoiser, hotswap=True)
+        else:
+            load(pipe.load_lora_into_transformer, transformer=denoiser, hotswap=True)
+        for name in family.text_encoders:
+            if any(key.startswith(f"{name}.") for key in state):
+                encoder = getattr(pipe, name)
+                delete_adapter_layers(encoder, ADAPTER_NAME)
+                load(pipe.load_lora_into_text_encoder, text_encoder=encoder, prefix=name, lora_scale=pipe.lora_scale)
+
+
+def _lora_metadata(path: Path) -> dict[str, Any] | None:
+    """The LoRA configurations (rank, alpha, targets) diffusers' ``save_lora_weights`` writes
+    into the safetensors header, as its loaders take them."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        text = (handle.metadata() or {}).get("lora_adapter_metadata")
+    return json.loads(text) if text else None
 
 
 class DataDreamDataset(DataDreamAdapter):
