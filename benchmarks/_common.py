@@ -35,8 +35,28 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_FOLDERS = {"tiny": Path("/tmp/dd-bench-tiny"), "sd21-shapes": Path("/tmp/dd-bench-sd21")}
-# The tiny models of the other families (generation.py takes them: its plain side loads any family).
-FAMILY_FOLDERS = {name: Path(f"/tmp/dd-bench-{name}") for name in ("tiny-sdxl", "tiny-sd3", "tiny-flux")}
+# The other families (generation.py and adapter_training.py take them: their plain sides load any
+# family): the tiny models, and SDXL base 1.0's architecture with random weights.
+FAMILY_FOLDERS = {**{name: Path(f"/tmp/dd-bench-{name}") for name in ("tiny-sdxl", "tiny-sd3", "tiny-flux")},
+                  "sdxl-shapes": Path("/tmp/dd-bench-sdxl")}
+FAMILY_OF_MODEL = {"tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "sdxl-shapes": "sdxl"}
+
+# Real configurations (the checkpoints' config.json), for models built with random weights.
+SDXL_UNET = dict(
+    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
+    attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280], cross_attention_dim=2048,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], in_channels=4,
+    layers_per_block=2, norm_num_groups=32, out_channels=4, projection_class_embeddings_input_dim=2816,
+    sample_size=128, transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True)
+SD_VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+              up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2, in_channels=3, out_channels=3,
+              norm_num_groups=32)
+CLIP_TOKENS = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+              projection_dim=768, hidden_act="quick_gelu", **CLIP_TOKENS)
+CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+              projection_dim=1280, hidden_act="gelu", **CLIP_TOKENS)
 
 # Ten easily told apart classes: a coloured square on noise.
 COLOURS = {
@@ -55,7 +75,8 @@ def parser(description: str, families: bool = False) -> argparse.ArgumentParser:
     models = sorted(MODEL_FOLDERS) + (sorted(FAMILY_FOLDERS) if families else [])
     p.add_argument("--model", choices=models, default="tiny",
                    help="tiny: the project's tiny random SD; sd21-shapes: SD 2.1-base architecture, random weights"
-                        + ("; tiny-sdxl, tiny-sd3, tiny-flux: the tiny models of those families" if families else ""))
+                        + ("; tiny-sdxl, tiny-sd3, tiny-flux: the tiny models of those families; sdxl-shapes: SDXL "
+                           "base 1.0's architecture, random weights" if families else ""))
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default benchmarks/results/<name>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (after one warm-up)")
@@ -156,6 +177,24 @@ def sd21_shapes_pipeline():
                                    feature_extractor=None, requires_safety_checker=False)
 
 
+def sdxl_shapes_pipeline():
+    """SDXL base 1.0's architecture (U-Net 2.57 B, the SDXL VAE, CLIP ViT-L and OpenCLIP bigG text
+    encoders, its Euler scheduler) with random weights, nothing downloaded."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ddcore.api import tiny_clip_tokenizer
+
+    torch.manual_seed(0)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
+    return StableDiffusionXLPipeline(
+        vae=AutoencoderKL(latent_channels=4, sample_size=1024, scaling_factor=0.13025, **SD_VAE).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_L)).eval(), tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G)).eval(), tokenizer_2=tiny_clip_tokenizer(),
+        unet=UNet2DConditionModel(**SDXL_UNET).eval(), scheduler=scheduler, add_watermarker=False)
+
+
 def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
     """The model's pipeline folder, saved with ``save_pretrained`` on first use (fp32 weights,
     as the hub's default files)."""
@@ -168,6 +207,8 @@ def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
         from ddcore.api import save_tiny_sd
 
         save_tiny_sd(folder)
+    elif model == "sdxl-shapes":
+        sdxl_shapes_pipeline().save_pretrained(str(folder))
     elif model in FAMILY_FOLDERS:
         from ddcore.api import save_tiny_family
 
@@ -301,15 +342,21 @@ def time_training(ours: Any, plain: Any, args: argparse.Namespace) -> dict[str, 
             seconds, _ = timed(lambda side=side: side.train(args.steps), args.device)
             times[name].append(seconds)
             print(f"  repeat {r + 1}: {name:5s} {seconds:.3f} s ({args.steps / seconds:.3f} steps/s)")
-    result: dict[str, Any] = {"ours": summary(times["ours"]), "plain": summary(times["plain"])}
-    for name, side in (("ours", ours), ("plain", plain)):
-        s = result[name]
-        s["steps_per_s_median"] = args.steps / s["median_s"]
-        s["steps_per_s_best"] = args.steps / s["best_s"]
-        s["setup_s"] = side.setup_s
+    return training_result(times, {"ours": ours.setup_s, "plain": plain.setup_s}, args.steps)
+
+
+def training_result(times: dict[str, list[float]], setup_s: dict[str, float], steps: int) -> dict[str, Any]:
+    """Each side's timed repeats of ``steps`` steps and its setup seconds, summarised (steps/s,
+    setup), with the ratios ours/plain of the median, best and setup times."""
+    result: dict[str, Any] = {}
+    for name in ("ours", "plain"):
+        result[name] = summary(times[name])
+        result[name]["steps_per_s_median"] = steps / result[name]["median_s"]
+        result[name]["steps_per_s_best"] = steps / result[name]["best_s"]
+        result[name]["setup_s"] = setup_s[name]
     result["ratio_time_median"] = ratio(result["ours"]["median_s"], result["plain"]["median_s"])
     result["ratio_time_best"] = ratio(result["ours"]["best_s"], result["plain"]["best_s"])
-    result["ratio_setup"] = ratio(ours.setup_s, plain.setup_s)
+    result["ratio_setup"] = ratio(setup_s["ours"], setup_s["plain"])
     return result
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ DEFAULTS = {
     "tiny": {"steps": 100, "batch": 4, "resolution": 32},
     "sd21-shapes": {"steps": 20, "batch": 8, "resolution": 512},
     **{name: {"steps": 30, "batch": 4, "resolution": 32} for name in C.FAMILY_FOLDERS},
+    "sdxl-shapes": {"steps": 3, "batch": 1, "resolution": 256},  # the CPU's: 2.6 B U-Net parameters
 }
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -54,6 +56,9 @@ def arguments():
     p.add_argument("--shots", type=int, default=4, help="images per class")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--no-memory", action="store_true", help="skip the per-side peak-memory child processes")
+    p.add_argument("--apart", action="store_true",
+                   help="time each side in a child process of its own, one repeat per process (for a model two "
+                        "copies of which do not fit in memory: sdxl-shapes on a 24 GB machine)")
     p.add_argument("--probe", choices=["ours", "plain"], help=argparse.SUPPRESS)  # internal: one side's memory
     return C.finish_args(p.parse_args(), NAME, DEFAULTS)
 
@@ -233,7 +238,7 @@ class PlainFamily(Plain):
 
         args = self.args
         pipe = DiffusionPipeline.from_pretrained(str(self.base), **C.plain_dtype_kwargs(self.dtype)).to(self.device)
-        self.pipe, self.kind = pipe, args.model.removeprefix("tiny-")
+        self.pipe, self.kind = pipe, C.FAMILY_OF_MODEL[args.model]
         self.net = pipe.unet if self.kind == "sdxl" else pipe.transformer
         self.encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if self.kind in ("sdxl", "sd3") else [])
         for module in pipe.components.values():
@@ -322,11 +327,12 @@ def plain_side(args) -> type:
     return PlainFamily if args.model in C.FAMILY_FOLDERS else Plain
 
 
-# --------------------------------------------------------------------------- memory probe
+# --------------------------------------------------------------------------- one side in a child process
 
 
 def probe(args) -> None:
-    """One side alone in this process: setup, then ``--steps`` steps; print its peak memory."""
+    """One side alone in this process: setup, (with ``--apart`` a warm-up,) then ``--steps``
+    timed steps; print its peak memory, setup and step seconds."""
     import shutil
 
     C.quiet_libraries()
@@ -341,8 +347,11 @@ def probe(args) -> None:
     side = Ours(args, base, data, work) if args.probe == "ours" else plain_side(args)(args, base, data, work, prompts)
     after_setup = C.peak_rss_mb()
     torch.manual_seed(args.seed)
-    side.train(args.steps)
-    result = {"rss_before_mb": before, "peak_rss_after_setup_mb": after_setup, "peak_rss_mb": C.peak_rss_mb()}
+    if args.apart:  # a timed repeat: warm up first, as time_training does
+        side.train(min(2, args.steps))
+    train_s, _ = C.timed(lambda: side.train(args.steps), args.device)
+    result = {"rss_before_mb": before, "peak_rss_after_setup_mb": after_setup, "peak_rss_mb": C.peak_rss_mb(),
+              "setup_s": side.setup_s, "train_s": train_s}
     if args.device == "cuda":
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if args.workdir is None:
@@ -350,16 +359,17 @@ def probe(args) -> None:
     print("PROBE " + json.dumps(result))
 
 
-def memory(args, side: str) -> dict:
+def side_in_child(args, side: str) -> dict:
+    """One side alone in a child process (`probe`): its peak memory, setup and timed steps."""
     cmd = [sys.executable, __file__, "--probe", side, "--model", args.model, "--device", args.device,
            "--steps", str(args.steps), "--batch", str(args.batch), "--resolution", str(args.resolution),
            "--classes", str(args.classes), "--shots", str(args.shots), "--rank", str(args.rank),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed)] + (["--apart"] if args.apart else [])
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("PROBE "):
             return json.loads(line[6:])
-    raise SystemExit(f"memory probe for {side} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    raise SystemExit(f"the {side} side's child process failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
 # --------------------------------------------------------------------------- main
@@ -378,6 +388,30 @@ def main() -> None:
     print(f"{args.model} on {args.device}: {args.classes} classes x {args.shots} shots, {args.resolution} px, "
           f"batch {args.batch}, {args.steps} steps x {args.repeats} repeats (+1 warm-up); work dir {work}")
 
+    result = time_apart(args) if args.apart else time_together(args, base, data, work)
+    report(args, result)
+    C.clean_workdir(args, work)
+
+
+def time_apart(args) -> dict:
+    """``args.repeats`` child processes per side, alternating which side goes first; each one
+    sets up, warms up and times ``args.steps`` steps (its peak memory comes with it)."""
+    runs: dict[str, list[dict]] = {"ours": [], "plain": []}
+    for r in range(args.repeats):
+        for name in ("ours", "plain") if r % 2 == 0 else ("plain", "ours"):
+            runs[name].append(side_in_child(args, name))
+            seconds = runs[name][-1]["train_s"]
+            print(f"  repeat {r + 1}: {name:5s} {seconds:.3f} s ({args.steps / seconds:.3f} steps/s), own process")
+    result = C.training_result({name: [run["train_s"] for run in found] for name, found in runs.items()},
+                               {name: statistics.median(run["setup_s"] for run in found)
+                                for name, found in runs.items()}, args.steps)
+    for name, found in runs.items():
+        result[name]["memory"] = max(found, key=lambda run: run["peak_rss_mb"])
+    return result
+
+
+def time_together(args, base: Path, data: Path, work: Path) -> dict:
+    """Both sides in this process (C.time_training), then each side's memory in a child."""
     # Each side is set up once untimed (first imports, kernels, file cache), then again timed.
     ours = Ours(args, base, data, work)
     prompts = ours.prompts
@@ -393,8 +427,11 @@ def main() -> None:
     if not args.no_memory:
         del ours, plain
         for name in ("ours", "plain"):
-            result[name]["memory"] = memory(args, name)
+            result[name]["memory"] = side_in_child(args, name)
+    return result
 
+
+def report(args, result: dict) -> None:
     rows = [
         ["steps/s (median)", result["ours"]["steps_per_s_median"], result["plain"]["steps_per_s_median"],
          result["ratio_time_median"]],
@@ -413,15 +450,15 @@ def main() -> None:
             o -= result["ours"]["memory"]["rss_before_mb"]
             p -= result["plain"]["memory"]["rss_before_mb"]
             rows.append(["  of which above the imports", o, p, C.ratio(o, p)])
-    C.print_table(f"Adapter training: {args.model}, {args.device}", ["", "ours", "plain", "ours/plain (time)"], rows,
-                  note="ratio < 1: ours is faster (or smaller)")
+    C.print_table(f"Adapter training: {args.model}, {args.device}" + (", each side in its own processes" if args.apart
+                                                                      else ""),
+                  ["", "ours", "plain", "ours/plain (time)"], rows, note="ratio < 1: ours is faster (or smaller)")
     C.write_json(args.out, {
         "benchmark": NAME, "model": args.model, "device": args.device,
         "settings": {k: getattr(args, k) for k in ("steps", "batch", "resolution", "classes", "shots", "rank",
-                                                   "repeats", "seed")},
+                                                   "repeats", "seed", "apart")},
         "dtype": str(C.training_dtype(args.device)), "env": C.environment(args.device), **result,
     })
-    C.clean_workdir(args, work)
 
 
 if __name__ == "__main__":

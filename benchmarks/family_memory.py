@@ -44,25 +44,12 @@ import torch
 GB = 1e9
 FLUX_UNITS = 19  # FLUX.1: 19 double-stream and 38 single-stream blocks
 
-SDXL_UNET = dict(
-    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
-    attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280], cross_attention_dim=2048,
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], in_channels=4,
-    layers_per_block=2, norm_num_groups=32, out_channels=4, projection_class_embeddings_input_dim=2816,
-    sample_size=128, transformer_layers_per_block=[1, 2, 10],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True)
 SD35_MEDIUM = dict(
     attention_head_dim=64, caption_projection_dim=1536, dual_attention_layers=tuple(range(13)), in_channels=16,
     joint_attention_dim=4096, num_attention_heads=24, num_layers=24, out_channels=16, patch_size=2,
     pooled_projection_dim=2048, pos_embed_max_size=384, qk_norm="rms_norm", sample_size=128)
 FLUX_DEV = dict(attention_head_dim=128, guidance_embeds=True, in_channels=64, joint_attention_dim=4096,
                 num_attention_heads=24, patch_size=1, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
-VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-           up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2, sample_size=1024)
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-              projection_dim=768, hidden_act="quick_gelu")
-CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
-              projection_dim=1280, hidden_act="gelu")
 T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, vocab_size=32128,
               feed_forward_proj="gated-gelu")
 
@@ -94,7 +81,7 @@ def denoiser(family: str, units: int = FLUX_UNITS):
     import diffusers
 
     if family == "sdxl":
-        return diffusers.UNet2DConditionModel(**SDXL_UNET)
+        return diffusers.UNet2DConditionModel(**C.SDXL_UNET)
     if family == "sd3":
         return diffusers.SD3Transformer2DModel(**SD35_MEDIUM)
     return diffusers.FluxTransformer2DModel(num_layers=units, num_single_layers=2 * units, **FLUX_DEV)
@@ -110,11 +97,11 @@ def component_counts(family: str) -> dict[str, int]:
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    clip = {"clip-l": CLIP_L, "clip-g": CLIP_G}
+    clip = {"clip-l": C.CLIP_L, "clip-g": C.CLIP_G}
     counts = {"denoiser": parameter_count(lambda: denoiser(family))}
     for name in TEXT_ENCODERS[family]:
         counts[name] = parameter_count(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**clip[name])))
-    counts["vae"] = parameter_count(lambda: AutoencoderKL(latent_channels=FROZEN[family]["vae"], **VAE))
+    counts["vae"] = parameter_count(lambda: AutoencoderKL(latent_channels=FROZEN[family]["vae"], **C.SD_VAE))
     if "t5" in FROZEN[family]:
         counts["t5"] = parameter_count(lambda: T5EncoderModel(T5Config(**T5_XXL)))
     return counts

@@ -32,6 +32,7 @@ DEFAULTS = {
     "sd21-shapes": {"images_per_class": 16, "classes": 3, "steps": 25, "batch": 8, "resolution": 512},
     **{name: {"images_per_class": 16, "classes": 3, "steps": 10, "batch": 4, "resolution": 32}
        for name in C.FAMILY_FOLDERS},
+    "sdxl-shapes": {"images_per_class": 2, "classes": 1, "steps": 4, "batch": 2, "resolution": 256},  # the CPU's
 }
 
 

@@ -113,3 +113,16 @@ def test_a_single_stage_command_runs_under_accelerate_launch(tiny_folder, tmp_pa
     launch(2, tmp_path / "two", tiny_folder, "", dd_args=["generate", str(tmp_path / "two"), "-q"])
     one_set, two_set = png_digests(tmp_path / "one"), png_digests(tmp_path / "two")
     assert len(one_set) == 9 and one_set == two_set
+
+
+@pytest.mark.slow
+def test_a_transformer_familys_set_is_the_same_on_two_processes(tiny_folder, tmp_path):
+    """The per-image seeds hold on the other families too (SD3: a transformer, guidance, T5): 2
+    processes make the same bytes as one."""
+    for processes, name in ((1, "one"), (2, "two")):
+        launch(processes, tmp_path / name, tiny_folder, "", dd_args=[
+            "run", "--data", str(tiny_folder), "--out", str(tmp_path / name), "--method", "sd-txt2img", "-q",
+            "--stop-after", "generate", *FAST, "--images-per-class", "3", "--batch-size", "2",
+            "--base-model", "tiny-sd3"])
+    one_set, two_set = png_digests(tmp_path / "one"), png_digests(tmp_path / "two")
+    assert len(one_set) == 9 and one_set == two_set

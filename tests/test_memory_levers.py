@@ -102,3 +102,61 @@ def test_a_bad_offload_frozen_is_refused_when_the_run_is_configured(tiny_folder,
 
     with pytest.raises(ConfigError, match="adapter.offload_frozen must be auto, on or off, not 'yes'"):
         Run(config_for(tiny_folder, tmp_path / "r", "--method", "datadream-dset", "--set", "adapter.offload_frozen=yes"))
+
+
+@pytest.mark.slow
+def test_8bit_adamw_keeps_8bit_state_and_a_killed_training_resumes_to_the_same_lora(tiny_folder, tmp_path,
+                                                                                   monkeypatch):
+    """bitsandbytes' AdamW8bit (its CPU backend here, CUDA on a GPU): the optimizer's moments are
+    8-bit, the LoRA lands near AdamW's but not on it (so the option is in the key), and a killed
+    training resumes from its checkpoint, 8-bit state included, to the same weights."""
+    from safetensors.torch import load_file
+
+    from dd_plugins import datadream_training
+
+    from ddcore.api import Run
+
+    # rank 128: bitsandbytes keeps 32-bit state for tensors under 4096 values (tiny dims are 32)
+    flags = ["--method", "datadream-dset", "--set", "adapter.max_steps=6", "--set", "adapter.lr=1e-2", "--set",
+             "adapter.warmup_steps=1", "--set", "adapter.batch_size=2", "--set", "adapter.checkpoint_every=3",
+             "--set", "adapter.rank=128"]
+    optimizers = []
+    make = datadream_training.LoraTrainer._optimizer
+    monkeypatch.setattr(datadream_training.LoraTrainer, "_optimizer",
+                        lambda self: optimizers.append(make(self)) or optimizers[-1])
+
+    def adapted(name: str, *extra: str):
+        run = Run(config_for(tiny_folder, tmp_path / name, *flags, *extra))
+        run.prepare()
+        return run, load_file(str(run.adapt() / "dataset" / "pytorch_lora_weights.safetensors"))
+
+    eight_run, eight = adapted("eight", "--set", "adapter.optimizer=adamw8bit")
+    assert type(optimizers[-1]).__name__ == "AdamW8bit"
+    moments = [t for state in optimizers[-1].state.values() for name, t in state.items() if name.startswith("state")]
+    assert moments and all(t.dtype == torch.uint8 for t in moments)
+    full_run, full = adapted("full")
+    assert eight_run.keys()["adapter"] != full_run.keys()["adapter"] and eight.keys() == full.keys()
+    moved = [k for k in full if "lora_B" in k or "lora.up" in k]
+    difference = sum((eight[k] - full[k]).norm() for k in moved) / sum(full[k].norm() for k in moved)
+    assert 0 < difference < 0.2, difference  # 8-bit rounding, not another training
+
+    calls = {"n": 0}
+    loss = datadream_training.LoraTrainer._loss
+
+    def killed(self, group, step):
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise KeyboardInterrupt
+        return loss(self, group, step)
+
+    cut = Run(config_for(tiny_folder, tmp_path / "cut", *flags, "--set", "adapter.optimizer=adamw8bit"))
+    cut.prepare()
+    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cut.adapt()
+    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", loss)
+    again = Run(config_for(tiny_folder, tmp_path / "cut", *flags, "--set", "adapter.optimizer=adamw8bit"))
+    again.prepare()
+    resumed = load_file(str(again.adapt() / "dataset" / "pytorch_lora_weights.safetensors"))
+    for key in eight:
+        torch.testing.assert_close(resumed[key], eight[key], rtol=1e-5, atol=1e-7)

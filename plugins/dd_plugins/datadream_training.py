@@ -155,8 +155,8 @@ class LoraTrainer:
 
     def _offload_frozen(self) -> None:
         """The modules no training step runs, moved to the CPU: the VAE (the shots' latents
-        are cached), T5 (its embeddings are), and the CLIP encoders when they are frozen. On a
-        24 GB GPU this is what lets SD3 and FLUX train: T5-XXL alone holds 9.5 GB in bf16."""
+        are cached), T5 (its embeddings are), and the CLIP encoders when they are frozen. T5-XXL
+        alone holds 9.5 GB in bf16, more than SD 3.5 Medium's whole training step (docs/performance.md)."""
         frozen = [self.vae, *self.family.frozen_modules(self.pipe)]
         if self._text_cache is not None:
             frozen += list(self.text_encoders.values())
