@@ -38,8 +38,9 @@ MODEL_FOLDERS = {"tiny": Path("/tmp/dd-bench-tiny"), "sd21-shapes": Path("/tmp/d
 # The other families (generation.py and adapter_training.py take them: their plain sides load any
 # family): the tiny models, and SDXL base 1.0's architecture with random weights.
 FAMILY_FOLDERS = {**{name: Path(f"/tmp/dd-bench-{name}") for name in ("tiny-sdxl", "tiny-sd3", "tiny-flux")},
-                  "sdxl-shapes": Path("/tmp/dd-bench-sdxl")}
-FAMILY_OF_MODEL = {"tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "sdxl-shapes": "sdxl"}
+                  "sdxl-shapes": Path("/tmp/dd-bench-sdxl"), "sd35m-shapes": Path("/tmp/dd-bench-sd35m")}
+FAMILY_OF_MODEL = {"tiny-sdxl": "sdxl", "tiny-sd3": "sd3", "tiny-flux": "flux", "sdxl-shapes": "sdxl",
+                   "sd35m-shapes": "sd3"}
 
 # Real configurations (the checkpoints' config.json), for models built with random weights.
 SDXL_UNET = dict(
@@ -57,6 +58,12 @@ CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, n
               projection_dim=768, hidden_act="quick_gelu", **CLIP_TOKENS)
 CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
               projection_dim=1280, hidden_act="gelu", **CLIP_TOKENS)
+SD35_MEDIUM = dict(
+    attention_head_dim=64, caption_projection_dim=1536, dual_attention_layers=tuple(range(13)), in_channels=16,
+    joint_attention_dim=4096, num_attention_heads=24, num_layers=24, out_channels=16, patch_size=2,
+    pooled_projection_dim=2048, pos_embed_max_size=384, qk_norm="rms_norm", sample_size=128)
+T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, vocab_size=32128,
+              feed_forward_proj="gated-gelu")
 
 # Ten easily told apart classes: a coloured square on noise.
 COLOURS = {
@@ -75,8 +82,9 @@ def parser(description: str, families: bool = False) -> argparse.ArgumentParser:
     models = sorted(MODEL_FOLDERS) + (sorted(FAMILY_FOLDERS) if families else [])
     p.add_argument("--model", choices=models, default="tiny",
                    help="tiny: the project's tiny random SD; sd21-shapes: SD 2.1-base architecture, random weights"
-                        + ("; tiny-sdxl, tiny-sd3, tiny-flux: the tiny models of those families; sdxl-shapes: SDXL "
-                           "base 1.0's architecture, random weights" if families else ""))
+                        + ("; tiny-sdxl, tiny-sd3, tiny-flux: the tiny models of those families; sdxl-shapes, "
+                           "sd35m-shapes: SDXL base 1.0's and SD 3.5 Medium's architectures, random weights"
+                           if families else ""))
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default benchmarks/results/<name>.json)")
     p.add_argument("--repeats", type=int, default=3, help="timed repetitions per side (after one warm-up)")
@@ -195,6 +203,33 @@ def sdxl_shapes_pipeline():
         unet=UNet2DConditionModel(**SDXL_UNET).eval(), scheduler=scheduler, add_watermarker=False)
 
 
+def sd35m_shapes_pipeline():
+    """SD 3.5 Medium's architecture (MMDiT-X 2.24 B, CLIP ViT-L and OpenCLIP bigG with
+    projections, T5-XXL's encoder, the 16-channel VAE, FlowMatch Euler with shift 3) with random
+    weights, built in bf16 (31.6 GB in fp32 do not fit a 24 GB machine). The tokenizers are CLIP's
+    BPE (no offline SentencePiece model), so T5's vocabulary is CLIP's 49 408 ids instead of
+    32 128: 71 M more embedding rows, the same compute."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from ddcore.api import tiny_clip_tokenizer
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        return StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(**SD35_MEDIUM).eval(),
+            vae=AutoencoderKL(latent_channels=16, sample_size=1024, scaling_factor=1.5305, shift_factor=0.0609,
+                              use_quant_conv=False, use_post_quant_conv=False, **SD_VAE).eval(),
+            text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_L)).eval(), tokenizer=tiny_clip_tokenizer(),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_G)).eval(),
+            tokenizer_2=tiny_clip_tokenizer(),
+            text_encoder_3=T5EncoderModel(T5Config(**{**T5_XXL, "vocab_size": 49408})).eval(),
+            tokenizer_3=tiny_clip_tokenizer(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
     """The model's pipeline folder, saved with ``save_pretrained`` on first use (fp32 weights,
     as the hub's default files)."""
@@ -209,6 +244,8 @@ def base_model_folder(model: str, log: Callable[[str], None] = print) -> Path:
         save_tiny_sd(folder)
     elif model == "sdxl-shapes":
         sdxl_shapes_pipeline().save_pretrained(str(folder))
+    elif model == "sd35m-shapes":
+        sd35m_shapes_pipeline().save_pretrained(str(folder))
     elif model in FAMILY_FOLDERS:
         from ddcore.api import save_tiny_family
 
@@ -226,9 +263,12 @@ def plain_dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if hasattr(pipeline_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
-def generation_dtype(device: str) -> torch.dtype:
-    """What the txt2img generator uses by default (dtype=auto): fp16 on a GPU, fp32 on the CPU."""
-    return torch.float16 if device.startswith("cuda") else torch.float32
+def generation_dtype(device: str, option: str = "auto", model: str = "tiny") -> torch.dtype:
+    """What the txt2img generator uses for ``generator.dtype=option`` with ``--model``: auto is the
+    family's on a GPU (fp16 for SD and SDXL, bf16 for SD3 and FLUX), fp32 on the CPU."""
+    if option == "auto" and device.startswith("cuda"):
+        option = "bf16" if FAMILY_OF_MODEL.get(model) in ("sd3", "flux") else "fp16"
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(option, torch.float32)
 
 
 def training_dtype(device: str) -> torch.dtype:

@@ -44,15 +44,8 @@ import torch
 GB = 1e9
 FLUX_UNITS = 19  # FLUX.1: 19 double-stream and 38 single-stream blocks
 
-SD35_MEDIUM = dict(
-    attention_head_dim=64, caption_projection_dim=1536, dual_attention_layers=tuple(range(13)), in_channels=16,
-    joint_attention_dim=4096, num_attention_heads=24, num_layers=24, out_channels=16, patch_size=2,
-    pooled_projection_dim=2048, pos_embed_max_size=384, qk_norm="rms_norm", sample_size=128)
 FLUX_DEV = dict(attention_head_dim=128, guidance_embeds=True, in_channels=64, joint_attention_dim=4096,
                 num_attention_heads=24, patch_size=1, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
-T5_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, vocab_size=32128,
-              feed_forward_proj="gated-gelu")
-
 TITLES = {"sdxl": "SDXL base 1.0", "sd3": "SD 3.5 Medium", "flux": "FLUX.1-dev"}
 # What a training step runs besides the denoiser, and what it never runs (with offload_frozen).
 FROZEN = {"sdxl": {"vae": 4}, "sd3": {"vae": 16, "t5": None}, "flux": {"vae": 16, "t5": None}}
@@ -83,7 +76,7 @@ def denoiser(family: str, units: int = FLUX_UNITS):
     if family == "sdxl":
         return diffusers.UNet2DConditionModel(**C.SDXL_UNET)
     if family == "sd3":
-        return diffusers.SD3Transformer2DModel(**SD35_MEDIUM)
+        return diffusers.SD3Transformer2DModel(**C.SD35_MEDIUM)
     return diffusers.FluxTransformer2DModel(num_layers=units, num_single_layers=2 * units, **FLUX_DEV)
 
 
@@ -103,7 +96,7 @@ def component_counts(family: str) -> dict[str, int]:
         counts[name] = parameter_count(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**clip[name])))
     counts["vae"] = parameter_count(lambda: AutoencoderKL(latent_channels=FROZEN[family]["vae"], **C.SD_VAE))
     if "t5" in FROZEN[family]:
-        counts["t5"] = parameter_count(lambda: T5EncoderModel(T5Config(**T5_XXL)))
+        counts["t5"] = parameter_count(lambda: T5EncoderModel(T5Config(**C.T5_XXL)))
     return counts
 
 

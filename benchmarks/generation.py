@@ -33,6 +33,7 @@ DEFAULTS = {
     **{name: {"images_per_class": 16, "classes": 3, "steps": 10, "batch": 4, "resolution": 32}
        for name in C.FAMILY_FOLDERS},
     "sdxl-shapes": {"images_per_class": 2, "classes": 1, "steps": 4, "batch": 2, "resolution": 256},  # the CPU's
+    "sd35m-shapes": {"images_per_class": 2, "classes": 1, "steps": 4, "batch": 2, "resolution": 256},  # with bf16
 }
 
 
@@ -54,6 +55,11 @@ def generator_options(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"--set expects generator.NAME=VALUE, got {pair!r}")
         options[name] = value
     return options
+
+
+def dtype(args):
+    """The pipelines' dtype, as ours resolves ``--set dtype=...`` (the plain side follows)."""
+    return C.generation_dtype(args.device, generator_options(args.generator_options).get("dtype", "auto"), args.model)
 
 
 class Ours:
@@ -113,7 +119,7 @@ class Plain:
             sd = a.model in C.MODEL_FOLDERS  # SD's pipeline takes the safety-checker arguments
             extra = {"safety_checker": None, "requires_safety_checker": False} if sd else {}
             clock["setup_s"], pipe = C.timed(lambda: DiffusionPipeline.from_pretrained(
-                str(self.base), **extra, **C.plain_dtype_kwargs(C.generation_dtype(a.device))).to(a.device),
+                str(self.base), **extra, **C.plain_dtype_kwargs(dtype(a))).to(a.device),
                 a.device, collect=False)
             pipe.set_progress_bar_config(disable=True)
             for items in self.plan:
@@ -151,7 +157,7 @@ def main() -> None:
         "settings": {**{k: getattr(args, k) for k in ("images_per_class", "classes", "steps", "batch", "resolution",
                                                       "guidance", "repeats", "seed")},
                      "generator_options": generator_options(args.generator_options)},
-        "dtype": str(C.generation_dtype(args.device)), "env": C.environment(args.device), **result,
+        "dtype": str(dtype(args)), "env": C.environment(args.device), **result,
         "writers_off": writers and {"ours_writers_on": writers["ours"], "ours_writers_off": writers["plain"],
                                     **{k: v for k, v in writers.items() if k.startswith("ratio_")}},
     })

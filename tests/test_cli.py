@@ -219,7 +219,10 @@ def test_ctrl_c_keeps_finished_images_and_the_rerun_resumes(tiny_folder, tmp_pat
     out = tmp_path / "run"
     args = [str(Path(sys.executable).parent / "dd"), "run", "--data", str(tiny_folder), "--out", str(out), *FAST,
             "--images-per-class", "60", "--batch-size", "1", "--method", "sd-txt2img"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    # SIGINT back to its default in the child: a shell that runs the suite in the background (`.ci/run &`)
+    # hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("synthetic/*/*/*.png"))) < 5:
         time.sleep(0.2)
