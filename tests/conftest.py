@@ -203,3 +203,26 @@ class RecordingReporter(Reporter):
             yield advance
         finally:
             bar.closed = True
+
+
+@contextlib.contextmanager
+def adapter_training_killed_after(steps: int):
+    """Inside: the DataDream trainer's steps raise KeyboardInterrupt (Ctrl-C) after ``steps`` of
+    them, as a run killed mid-training; the trainer is whole again after the block."""
+    from dd_plugins import datadream_training
+
+    loss = datadream_training.LoraTrainer._loss
+    calls = {"n": 0}
+
+    def killed(self, group, step):
+        calls["n"] += 1
+        if calls["n"] > steps:
+            raise KeyboardInterrupt
+        return loss(self, group, step)
+
+    datadream_training.LoraTrainer._loss = killed
+    try:
+        yield
+    finally:
+        datadream_training.LoraTrainer._loss = loss
+

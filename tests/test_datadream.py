@@ -15,6 +15,7 @@ from ddcore.errors import StageError
 from ddcore.models import save_tiny_sd
 from ddcore.pipeline import Run
 
+from conftest import adapter_training_killed_after
 from test_pipeline import config_for
 
 ADAPTER = ["--set", "adapter.max_steps=12", "--set", "adapter.lr=0.01", "--set", "adapter.warmup_steps=1",
@@ -80,24 +81,14 @@ def test_interrupted_adapter_training_resumes_to_the_same_weights(tiny_folder, t
     whole.prepare()
     reference = load_file(str(whole.adapt() / "dataset" / "pytorch_lora_weights.safetensors"))
 
-    calls = {"n": 0}
-    original = datadream_training.LoraTrainer._loss
-
-    def interrupted(self, group, step):
-        calls["n"] += 1
-        if calls["n"] > 7:
-            raise KeyboardInterrupt
-        return original(self, group, step)
-
     run = run_for(tiny_folder, tmp_path / "cut", tiny_sd_folder, "datadream-dset", *extra)
     run.prepare()
-    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with adapter_training_killed_after(7), pytest.raises(KeyboardInterrupt):
         run.adapt()
     checkpoint = next((tmp_path / "cut").glob("adapter/*/checkpoints/dataset.pt"))
     assert torch.load(checkpoint, weights_only=True)["step"] == 5
     assert [e["step"] for e in train_logs(run.stage_dir("adapter").path)[None]] == [1, 2, 3, 4, 5, 6, 7]
-    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", original)
+    original = datadream_training.LoraTrainer._loss
     resumed_steps = {"n": 0}
 
     def counted(self, group, step):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import FAST_ADAPTER, config_for
+from conftest import FAST_ADAPTER, adapter_training_killed_after, config_for
 
 FAMILIES = ["sdxl", "sd3", "flux"]
 WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -96,11 +96,9 @@ def test_cls_mode_swaps_each_classes_lora_on_one_base(tiny_folder, tmp_path, bas
 
 
 @pytest.mark.slow
-def test_an_interrupted_flux_adapter_training_resumes_to_the_same_lora(tiny_folder, tmp_path, base_folders,
-                                                                       monkeypatch):
+def test_an_interrupted_flux_adapter_training_resumes_to_the_same_lora(tiny_folder, tmp_path, base_folders):
     """Checkpoints of a transformer family's LoRA (and its text encoder's) restore exactly."""
     from ddcore.api import Run
-    from dd_plugins import datadream_training
 
     def adapter(out):
         run = Run(config_for(tiny_folder, out, "--method", "datadream-dset", "--base-model",
@@ -110,21 +108,11 @@ def test_an_interrupted_flux_adapter_training_resumes_to_the_same_lora(tiny_fold
         return run.adapt() / "dataset"
 
     reference = load_file(adapter(tmp_path / "whole") / WEIGHTS)
-    original, calls = datadream_training.LoraTrainer._loss, {"n": 0}
-
-    def interrupted(self, group, step):
-        calls["n"] += 1
-        if calls["n"] > 4:
-            raise KeyboardInterrupt
-        return original(self, group, step)
-
-    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with adapter_training_killed_after(4), pytest.raises(KeyboardInterrupt):
         adapter(tmp_path / "cut")
     checkpoint = next((tmp_path / "cut").glob("adapter/*/checkpoints/dataset.pt"))
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["step"] == 3 and set(saved["lora"]) == {"transformer", "text_encoder"}
-    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", original)
     resumed = load_file(adapter(tmp_path / "cut") / WEIGHTS)
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)

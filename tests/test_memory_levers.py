@@ -9,7 +9,7 @@ import torch
 from ddcore.api import FAMILIES, ConfigError
 from ddcore.models.speedups import offload_by_default
 
-from conftest import config_for
+from conftest import adapter_training_killed_after, config_for
 
 GiB = 2**30
 
@@ -140,21 +140,10 @@ def test_8bit_adamw_keeps_8bit_state_and_a_killed_training_resumes_to_the_same_l
     difference = sum((eight[k] - full[k]).norm() for k in moved) / sum(full[k].norm() for k in moved)
     assert 0 < difference < 0.2, difference  # 8-bit rounding, not another training
 
-    calls = {"n": 0}
-    loss = datadream_training.LoraTrainer._loss
-
-    def killed(self, group, step):
-        calls["n"] += 1
-        if calls["n"] > 4:
-            raise KeyboardInterrupt
-        return loss(self, group, step)
-
     cut = Run(config_for(tiny_folder, tmp_path / "cut", *flags, "--set", "adapter.optimizer=adamw8bit"))
     cut.prepare()
-    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", killed)
-    with pytest.raises(KeyboardInterrupt):
+    with adapter_training_killed_after(4), pytest.raises(KeyboardInterrupt):
         cut.adapt()
-    monkeypatch.setattr(datadream_training.LoraTrainer, "_loss", loss)
     again = Run(config_for(tiny_folder, tmp_path / "cut", *flags, "--set", "adapter.optimizer=adamw8bit"))
     again.prepare()
     resumed = load_file(str(again.adapt() / "dataset" / "pytorch_lora_weights.safetensors"))
