@@ -18,6 +18,9 @@ The frozen components that never run in a training step (VAE, T5, frozen CLIP en
 counted from their configurations (built on the meta device): what ``adapter.offload_frozen``
 takes off the GPU.
 
+``--part vae`` measures the generation lever ``generator.vae_tiling``: the peak of decoding one
+image (``--decode-resolution``, 1024 px) with the SDXL VAE, tiled and not.
+
 FLUX.1's 11.9 B parameters do not fit this 24 GB machine even in bf16, so it runs at two reduced
 depths of real-width blocks (``--flux-units``, a unit being one double-stream and two
 single-stream blocks; FLUX.1 has 19 units) and its full-depth figures are the straight line
@@ -62,6 +65,10 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (paper: 16)")
     p.add_argument("--flux-units", default="2,4", help="the two reduced FLUX depths measured (units of 1 double + 2 "
                                                        "single blocks)")
+    p.add_argument("--part", choices=["training", "vae", "both"], default="both",
+                   help="training: the LoRA step per family and lever; vae: one image decoded by the SDXL VAE at "
+                        "--decode-resolution with generator.vae_tiling off and on")
+    p.add_argument("--decode-resolution", type=int, default=1024, help="px of the decoded image (--part vae)")
     p.add_argument("--out", type=Path, default=C.RESULTS / "family_memory.json")
     p.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one configuration, as JSON
     return p.parse_args()
@@ -189,6 +196,25 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
             "lora_params": sum(p.numel() for p in params), "second_step_s": step_s[1]}
 
 
+def vae_probe(spec: dict[str, Any]) -> dict[str, Any]:
+    """One image decoded by the SDXL VAE (fp32), tiled or not, as ``generator.vae_tiling`` does."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    start_mb = C.rss_mb()
+    vae = AutoencoderKL(latent_channels=4, sample_size=1024, scaling_factor=0.13025, **C.SD_VAE).eval()
+    if spec["tiling"]:
+        vae.enable_tiling()
+    weights_mb = C.peak_rss_mb() - start_mb
+    size = spec["resolution"] // 8
+    begin = time.perf_counter()
+    with torch.no_grad():
+        image = vae.decode(torch.randn(1, 4, size, size)).sample
+    assert image.shape[-1] == spec["resolution"]
+    return {"peak_gb": (C.peak_rss_mb() - start_mb) * 2**20 / GB, "weights_gb": weights_mb * 2**20 / GB,
+            "decode_s": time.perf_counter() - begin}
+
+
 def run_probe(spec: dict[str, Any]) -> dict[str, Any]:
     """``probe(spec)`` in a child process of its own (a fresh peak, nothing shared)."""
     done = subprocess.run([sys.executable, __file__, "--probe", json.dumps(spec)], capture_output=True, text=True)
@@ -212,9 +238,31 @@ def extrapolated(low: dict, high: dict, units: tuple[int, int]) -> dict[str, Any
 def main() -> None:
     args = arguments()
     if args.probe:
-        print(json.dumps(probe(json.loads(args.probe))))
+        spec = json.loads(args.probe)
+        print(json.dumps(vae_probe(spec) if "tiling" in spec else probe(spec)))
         return
     C.quiet_libraries()
+    results: dict[str, Any] = {}
+    if args.part in ("training", "both"):
+        results["training"] = training_part(args)
+    if args.part in ("vae", "both"):
+        results["vae_decode"] = vae_part(args)
+    C.write_json(args.out, {"settings": vars(args) | {"out": str(args.out)}, "results": results,
+                            "environment": C.environment("cpu")})
+
+
+def vae_part(args) -> dict[str, Any]:
+    found = {label: run_probe({"tiling": tiling, "resolution": args.decode_resolution})
+             for label, tiling in (("vae_tiling off", False), ("vae_tiling on", True))}
+    C.print_table(f"SDXL VAE: one {args.decode_resolution} px image decoded (CPU, fp32)",
+                  ["", "peak GB", "of which weights GB", "decode s"],
+                  [[label, r.get("peak_gb", r.get("error")), r.get("weights_gb", "-"), r.get("decode_s", "-")]
+                   for label, r in found.items()],
+                  note="peak: the child process's peak RSS above its start")
+    return found
+
+
+def training_part(args) -> dict[str, Any]:
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     units = tuple(int(u) for u in args.flux_units.split(","))
     results: dict[str, Any] = {}
@@ -242,8 +290,7 @@ def main() -> None:
                        "activations); the two right columns: resident weights in the same dtype, counted from the "
                        "configs; the frozen ones leave the GPU with adapter.offload_frozen. FLUX: extrapolated from "
                        f"{units[0]} and {units[1]} of its {FLUX_UNITS} block units (*)")
-    C.write_json(args.out, {"settings": vars(args) | {"out": str(args.out)}, "results": results,
-                            "environment": C.environment("cpu")})
+    return results
 
 
 def row(family: str, label: str, result: dict, counts: dict[str, int], dtype: torch.dtype) -> list[Any]:
