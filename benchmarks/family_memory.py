@@ -50,8 +50,9 @@ FLUX_UNITS = 19  # FLUX.1: 19 double-stream and 38 single-stream blocks
 FLUX_DEV = dict(attention_head_dim=128, guidance_embeds=True, in_channels=64, joint_attention_dim=4096,
                 num_attention_heads=24, patch_size=1, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56))
 TITLES = {"sdxl": "SDXL base 1.0", "sd3": "SD 3.5 Medium", "flux": "FLUX.1-dev"}
+LATENT_CHANNELS = {"sdxl": 4, "sd3": 16, "flux": 16}  # the VAE's
 # What a training step runs besides the denoiser, and what it never runs (with offload_frozen).
-FROZEN = {"sdxl": {"vae": 4}, "sd3": {"vae": 16, "t5": None}, "flux": {"vae": 16, "t5": None}}
+FROZEN = {"sdxl": ("vae",), "sd3": ("vae", "t5"), "flux": ("vae", "t5")}
 TEXT_ENCODERS = {"sdxl": ("clip-l", "clip-g"), "sd3": ("clip-l", "clip-g"), "flux": ("clip-l",)}
 LEVERS = [  # (label, dtype, gradient checkpointing)
     ("fp32", torch.float32, False), ("fp32 + checkpointing", torch.float32, True),
@@ -101,7 +102,7 @@ def component_counts(family: str) -> dict[str, int]:
     counts = {"denoiser": parameter_count(lambda: denoiser(family))}
     for name in TEXT_ENCODERS[family]:
         counts[name] = parameter_count(lambda: CLIPTextModelWithProjection(CLIPTextConfig(**clip[name])))
-    counts["vae"] = parameter_count(lambda: AutoencoderKL(latent_channels=FROZEN[family]["vae"], **C.SD_VAE))
+    counts["vae"] = parameter_count(lambda: AutoencoderKL(latent_channels=LATENT_CHANNELS[family], **C.SD_VAE))
     if "t5" in FROZEN[family]:
         counts["t5"] = parameter_count(lambda: T5EncoderModel(T5Config(**C.T5_XXL)))
     return counts
@@ -163,7 +164,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     net.train()
     pipe = pipeline_shim(family.name, net)
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    channels = {"sdxl": 4, "sd3": 16, "flux": 16}[family.name]
+    channels = LATENT_CHANNELS[family.name]
     size = spec["resolution"] // 8
     if family.flow_matching:
         flow = FlowMatching(family, diffusers.FlowMatchEulerDiscreteScheduler().config)

@@ -4,8 +4,6 @@ Memory figures are measured by the script, never asserted here."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,11 +36,9 @@ def test_flux_at_full_depth_is_the_line_through_the_two_measured_depths():
 
 @pytest.mark.slow
 def test_one_configuration_trains_in_a_child_process_and_reports_its_peak():
-    spec = {"family": "flux", "dtype": "bfloat16", "checkpointing": True, "resolution": 32, "rank": 4, "units": 1}
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "family_memory.py"), "--probe", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = family_memory.run_probe({"family": "flux", "dtype": "bfloat16", "checkpointing": True,
+                                      "resolution": 32, "rank": 4, "units": 1})
+    assert "error" not in result, result
     # one double- and two single-stream blocks of FLUX.1's width, in bf16
     assert 1.3 < result["weights_gb"] < 1.45 and result["peak_gb"] >= result["weights_gb"]
     assert result["lora_params"] > 0 and result["second_step_s"] > 0
@@ -51,9 +47,6 @@ def test_one_configuration_trains_in_a_child_process_and_reports_its_peak():
 @pytest.mark.slow
 @pytest.mark.parametrize("tiling", [False, True])
 def test_the_vae_probe_decodes_one_image_in_a_child_process(tiling):
-    spec = {"tiling": tiling, "resolution": 64}
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "family_memory.py"), "--probe", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = family_memory.run_probe({"tiling": tiling, "resolution": 64})
+    assert "error" not in result, result
     assert result["peak_gb"] >= result["weights_gb"] > 0.3  # the SDXL VAE's 83.7 M fp32 parameters
